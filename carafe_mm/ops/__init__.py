@@ -1,0 +1,9 @@
+"""The CARAFE operator (needs torch alone)."""
+from ._extension import extension_available, extension_error
+from .carafe import BACKENDS, carafe, get_backend, set_backend
+from .reference import carafe_reference
+
+__all__ = [
+    'BACKENDS', 'carafe', 'carafe_reference', 'extension_available',
+    'extension_error', 'get_backend', 'set_backend'
+]
