@@ -9,7 +9,6 @@ are added when torch sees a GPU and ``CUDA_HOME`` is found, or when
 import glob
 import os
 import os.path as osp
-
 from setuptools import find_packages, setup
 
 ROOT = osp.dirname(osp.abspath(__file__))
@@ -25,8 +24,10 @@ def get_version():
 
 def read_requirements():
     """The runtime requirements: requirements.txt minus build/test tools."""
-    build_only = {'setuptools', 'wheel', 'ninja', 'pytest', 'matplotlib',
-                  'flake8', 'isort', 'yapf', 'codespell'}
+    build_only = {
+        'setuptools', 'wheel', 'ninja', 'pytest', 'matplotlib', 'flake8',
+        'isort', 'yapf', 'codespell'
+    }
     reqs = []
     with open(osp.join(ROOT, 'requirements.txt')) as f:
         for line in f:
@@ -42,13 +43,15 @@ def get_extensions():
     from torch.utils.cpp_extension import (CUDA_HOME, CppExtension,
                                            CUDAExtension)
 
-    sources = sorted(glob.glob(osp.join(CSRC, '*.cpp')) +
-                     glob.glob(osp.join(CSRC, 'cpu', '*.cpp')))
+    sources = sorted(
+        glob.glob(osp.join(CSRC, '*.cpp')) +
+        glob.glob(osp.join(CSRC, 'cpu', '*.cpp')))
     # -fopenmp: at::parallel_for is inline and parallel only under OpenMP.
     extra_compile_args = {'cxx': ['-O3', '-fopenmp', '-Wno-psabi']}
     extra_link_args = ['-fopenmp']
-    use_cuda = os.getenv('FORCE_CUDA', '0') == '1' or (
-        torch.cuda.is_available() and CUDA_HOME is not None)
+    use_cuda = os.getenv('FORCE_CUDA',
+                         '0') == '1' or (torch.cuda.is_available()
+                                         and CUDA_HOME is not None)
     if use_cuda:
         sources += sorted(glob.glob(osp.join(CSRC, 'cuda', '*.cu')))
         extra_compile_args['nvcc'] = ['-O3', '-lineinfo']

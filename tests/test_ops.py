@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 import carafe_mm.ops as ops
 from carafe_mm.ops import carafe, carafe_reference
-
 from .utils import cpu_and_cuda
 
 pytestmark = pytest.mark.skipif(
@@ -23,16 +22,25 @@ pytestmark = pytest.mark.skipif(
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_inputs(n, c, h, w, k, g, s, dtype=torch.float64, device='cpu',
-                seed=0, normalise=True):
+def make_inputs(n,
+                c,
+                h,
+                w,
+                k,
+                g,
+                s,
+                dtype=torch.float64,
+                device='cpu',
+                seed=0,
+                normalise=True):
     gen = torch.Generator().manual_seed(seed)
     features = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
-    masks = torch.randn(n, g * k * k, s * h, s * w, generator=gen,
-                        dtype=torch.float64)
+    masks = torch.randn(
+        n, g * k * k, s * h, s * w, generator=gen, dtype=torch.float64)
     if normalise:
         masks = masks.view(n, g, k * k, s * h, s * w).softmax(2).view_as(masks)
-    return (features.to(device=device, dtype=dtype),
-            masks.to(device=device, dtype=dtype))
+    return (features.to(device=device,
+                        dtype=dtype), masks.to(device=device, dtype=dtype))
 
 
 def carafe_loops(features, masks, k, g, s):
@@ -41,15 +49,16 @@ def carafe_loops(features, masks, k, g, s):
     n, c, h, w = features.shape
     r = k // 2
     out = torch.zeros(n, c, s * h, s * w, dtype=features.dtype)
-    for b, ch, oy, ox in itertools.product(range(n), range(c), range(s * h),
-                                           range(s * w)):
+    for b, ch, oy, ox in itertools.product(
+            range(n), range(c), range(s * h), range(s * w)):
         grp = ch // (c // g)
         acc = 0.0
         for ky, kx in itertools.product(range(k), range(k)):
             iy, ix = oy // s + ky - r, ox // s + kx - r
             if 0 <= iy < h and 0 <= ix < w:
-                acc += (masks[b, grp * k * k + ky * k + kx, oy, ox] *
-                        features[b, ch, iy, ix])
+                acc += (
+                    masks[b, grp * k * k + ky * k + kx, oy, ox] *
+                    features[b, ch, iy, ix])
         out[b, ch, oy, ox] = acc
     return out
 
@@ -64,7 +73,8 @@ def grads(fn, features, masks, k, g, s, grad_output=None):
     out = fn(features, masks, k, g, s)
     if grad_output is None:
         grad_output = torch.randn(
-            out.shape, generator=torch.Generator().manual_seed(1),
+            out.shape,
+            generator=torch.Generator().manual_seed(1),
             dtype=torch.float64).to(out)
     out.backward(grad_output)
     return out, features.grad, masks.grad
@@ -74,13 +84,12 @@ def grads(fn, features, masks, k, g, s, grad_output=None):
 # hand-computed cases
 
 
-@pytest.mark.parametrize('k,g,s', [(1, 1, 2), (3, 2, 2), (5, 1, 3),
-                                   (3, 3, 1)])
+@pytest.mark.parametrize('k,g,s', [(1, 1, 2), (3, 2, 2), (5, 1, 3), (3, 3, 1)])
 def test_reference_matches_formula(k, g, s):
     features, masks = make_inputs(2, 6, 3, 4, k, g, s, normalise=False)
     expected = carafe_loops(features, masks, k, g, s)
-    torch.testing.assert_close(carafe_reference(features, masks, k, g, s),
-                               expected)
+    torch.testing.assert_close(
+        carafe_reference(features, masks, k, g, s), expected)
     torch.testing.assert_close(compiled(features, masks, k, g, s), expected)
 
 
@@ -90,8 +99,8 @@ def test_k1_ones_is_nearest_upsampling(device, s):
     features, _ = make_inputs(2, 5, 7, 6, 1, 1, s, torch.float32, device)
     masks = torch.ones(2, 1, s * 7, s * 6, device=device)
     expected = F.interpolate(features, scale_factor=s, mode='nearest')
-    torch.testing.assert_close(carafe(features, masks, 1, 1, s), expected,
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        carafe(features, masks, 1, 1, s), expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize('device', cpu_and_cuda())
@@ -106,18 +115,20 @@ def test_one_hot_tap_is_shifted_nearest(device, ky, kx):
     padded = F.pad(features, (1, 1, 1, 1))
     shifted = padded[..., ky:ky + h, kx:kx + w]
     expected = F.interpolate(shifted, scale_factor=s, mode='nearest')
-    torch.testing.assert_close(carafe(features, masks, k, 1, s), expected,
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        carafe(features, masks, k, 1, s), expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize('device', cpu_and_cuda())
 @pytest.mark.parametrize('k,s', [(3, 2), (5, 2), (7, 3)])
 def test_uniform_masks_are_a_box_filter(device, k, s):
     features, _ = make_inputs(2, 3, 9, 8, k, 1, s, torch.float64, device)
-    masks = torch.full((2, k * k, s * 9, s * 8), 1.0 / (k * k),
-                       dtype=torch.float64, device=device)
-    box = F.avg_pool2d(features, k, stride=1, padding=k // 2,
-                       count_include_pad=True)
+    masks = torch.full((2, k * k, s * 9, s * 8),
+                       1.0 / (k * k),
+                       dtype=torch.float64,
+                       device=device)
+    box = F.avg_pool2d(
+        features, k, stride=1, padding=k // 2, count_include_pad=True)
     expected = F.interpolate(box, scale_factor=s, mode='nearest')
     torch.testing.assert_close(carafe(features, masks, k, 1, s), expected)
 
@@ -131,8 +142,8 @@ def test_groups_use_their_own_kernels():
     masks[:, k * k + 4] = 1  # group 1, centre tap
     out = carafe(features, masks, k, g, s)
     torch.testing.assert_close(out[:, :2], torch.zeros_like(out[:, :2]))
-    torch.testing.assert_close(
-        out[:, 2:], F.interpolate(features[:, 2:], scale_factor=2))
+    torch.testing.assert_close(out[:, 2:],
+                               F.interpolate(features[:, 2:], scale_factor=2))
 
 
 # ---------------------------------------------------------------------------
@@ -140,9 +151,8 @@ def test_groups_use_their_own_kernels():
 
 
 @pytest.mark.parametrize('device', cpu_and_cuda())
-@pytest.mark.parametrize('k,g,s', list(itertools.product([1, 3, 5, 7],
-                                                          [1, 2, 4],
-                                                          [1, 2, 3, 4])))
+@pytest.mark.parametrize(
+    'k,g,s', list(itertools.product([1, 3, 5, 7], [1, 2, 4], [1, 2, 3, 4])))
 def test_matches_reference(device, k, g, s):
     features, masks = make_inputs(2, 3 * g, 5, 7, k, g, s, device=device)
     expected = grads(carafe_reference, features, masks, k, g, s)
@@ -152,13 +162,15 @@ def test_matches_reference(device, k, g, s):
 
 
 @pytest.mark.parametrize('device', cpu_and_cuda())
-@pytest.mark.parametrize('shape', [
-    (1, 6, 37, 41, 5, 2, 2),  # several forward bands and SIMD chunks
-    (3, 5, 1, 1, 3, 1, 2),  # a single pixel: every tap but the centre pads
-    (2, 7, 2, 19, 7, 7, 3),  # k larger than the input, one channel a group
-    (1, 2, 4, 3, 21, 2, 1),  # G·k² = 882 mask channels, beyond mmcv's 384
-    (1, 9, 6, 5, 3, 3, 5),  # channel blocks with a remainder
-])
+@pytest.mark.parametrize(
+    'shape',
+    [
+        (1, 6, 37, 41, 5, 2, 2),  # several forward bands and SIMD chunks
+        (3, 5, 1, 1, 3, 1, 2),  # a single pixel: every tap but the centre pads
+        (2, 7, 2, 19, 7, 7, 3),  # k larger than the input, one channel a group
+        (1, 2, 4, 3, 21, 2, 1),  # G·k² = 882 mask channels, beyond mmcv's 384
+        (1, 9, 6, 5, 3, 3, 5),  # channel blocks with a remainder
+    ])
 def test_matches_reference_odd_shapes(device, shape):
     n, c, h, w, k, g, s = shape
     features, masks = make_inputs(n, c, h, w, k, g, s, device=device)
@@ -196,15 +208,19 @@ def test_non_contiguous_and_channels_last(device):
     # The same values in other layouts: a transposed view, a strided slice
     # and channels_last.
     f_t = features.transpose(2, 3).contiguous().transpose(2, 3)
-    m_wide = torch.zeros(2, 2 * masks.shape[1], 12, 10, dtype=masks.dtype,
-                         device=device)
+    m_wide = torch.zeros(
+        2, 2 * masks.shape[1], 12, 10, dtype=masks.dtype, device=device)
     m_wide[:, ::2] = masks
     m_slice = m_wide[:, ::2]
     assert not f_t.is_contiguous() and not m_slice.is_contiguous()
     f_cl = features.contiguous(memory_format=torch.channels_last)
     m_cl = masks.contiguous(memory_format=torch.channels_last)
     go = torch.randn(
-        2, 4, 12, 10, generator=torch.Generator().manual_seed(1),
+        2,
+        4,
+        12,
+        10,
+        generator=torch.Generator().manual_seed(1),
         dtype=torch.float64).to(device)
     go_t = go.transpose(0, 1).contiguous().transpose(0, 1)
     for f, m in [(f_t, m_slice), (f_cl, m_cl)]:
@@ -215,14 +231,12 @@ def test_non_contiguous_and_channels_last(device):
 
 @pytest.mark.parametrize('device', cpu_and_cuda())
 @pytest.mark.parametrize('seed', [0, 1, 2])
-@pytest.mark.parametrize('k,g,s', [(3, 1, 2), (5, 2, 2), (1, 1, 3),
-                                   (3, 3, 1)])
+@pytest.mark.parametrize('k,g,s', [(3, 1, 2), (5, 2, 2), (1, 1, 3), (3, 3, 1)])
 def test_gradcheck(device, seed, k, g, s):
-    features, masks = make_inputs(1, 3 * g, 4, 3, k, g, s, device=device,
-                                  seed=seed, normalise=False)
+    features, masks = make_inputs(
+        1, 3 * g, 4, 3, k, g, s, device=device, seed=seed, normalise=False)
     assert torch.autograd.gradcheck(
-        compiled, (features.requires_grad_(), masks.requires_grad_(), k, g,
-                   s))
+        compiled, (features.requires_grad_(), masks.requires_grad_(), k, g, s))
 
 
 def test_backward_is_deterministic_and_thread_count_independent():
@@ -247,8 +261,8 @@ def test_empty_inputs(device, shape):
     n, c, h, w = shape
     k, g, s = 3, 1, 2
     features = torch.randn(shape, device=device, requires_grad=True)
-    masks = torch.randn(n, k * k, s * h, s * w, device=device,
-                        requires_grad=True)
+    masks = torch.randn(
+        n, k * k, s * h, s * w, device=device, requires_grad=True)
     for fn in (carafe, carafe_reference):
         out = fn(features, masks, k, g, s)
         assert out.shape == (n, c, s * h, s * w)
@@ -302,8 +316,8 @@ def test_torch_compile_fullgraph():
         masks = F.softmax(logits, dim=1)
         return carafe(features, masks, 5, 1, 2) * 2
 
-    features, logits = make_inputs(2, 4, 6, 7, 5, 1, 2, torch.float32,
-                                   normalise=False)
+    features, logits = make_inputs(
+        2, 4, 6, 7, 5, 1, 2, torch.float32, normalise=False)
     compiled_fn = torch.compile(upsample, fullgraph=True)
     f1, l1 = features.clone().requires_grad_(), logits.clone().requires_grad_()
     f2, l2 = features.clone().requires_grad_(), logits.clone().requires_grad_()
@@ -358,8 +372,9 @@ ERROR_CASES = [
     (dict(masks=torch.zeros(2, 18, 6, 10, dtype=torch.float64)), TypeError,
      r'masks must have the same dtype as features \(.*[Ff]loat.*\), '
      r'but got .*[Dd]ouble|float64'),
-    (dict(features=torch.zeros(2, 4, 3, 5, dtype=torch.int64),
-          masks=torch.zeros(2, 18, 6, 10, dtype=torch.int64)), TypeError,
+    (dict(
+        features=torch.zeros(2, 4, 3, 5, dtype=torch.int64),
+        masks=torch.zeros(2, 18, 6, 10, dtype=torch.int64)), TypeError,
      r'features must be float32, float64, float16 or bfloat16'),
     (dict(masks=torch.zeros(2, 18, 6, 10, device='meta')), ValueError,
      r'masks must be on the same device as features \(cpu\), but got meta'),
@@ -367,36 +382,45 @@ ERROR_CASES = [
 
 
 @pytest.mark.parametrize('change,error,match', ERROR_CASES)
-@pytest.mark.parametrize('fn', [compiled, carafe, carafe_reference],
-                         ids=['compiled', 'carafe', 'reference'])
+@pytest.mark.parametrize(
+    'fn', [compiled, carafe, carafe_reference],
+    ids=['compiled', 'carafe', 'reference'])
 def test_bad_arguments_raise_clear_errors(fn, change, error, match):
     with pytest.raises(error, match='carafe: ' + match):
         call_with(fn, **change)
 
 
-@pytest.mark.parametrize('fn', [carafe, carafe_reference],
-                         ids=['carafe', 'reference'])
+@pytest.mark.parametrize(
+    'fn', [carafe, carafe_reference], ids=['carafe', 'reference'])
 def test_non_integer_arguments(fn):
-    with pytest.raises(TypeError, match='carafe: kernel_size must be an '
-                       'integer, but got float 3.0'):
+    with pytest.raises(
+            TypeError,
+            match='carafe: kernel_size must be an '
+            'integer, but got float 3.0'):
         call_with(fn, k=3.0, masks=torch.zeros(2, 18, 6, 10))
-    with pytest.raises(TypeError, match='carafe: features must be a '
-                       'torch.Tensor, but got list'):
+    with pytest.raises(
+            TypeError,
+            match='carafe: features must be a '
+            'torch.Tensor, but got list'):
         fn([1.0], torch.zeros(1, 1, 1, 1), 1, 1, 1)
 
 
 def test_backward_op_checks_grad_output():
     features, masks = make_inputs(2, 4, 3, 5, 3, 2, 2)
-    with pytest.raises(ValueError, match=r'carafe: grad_output must have '
-                       r'the shape of the output \[2, 4, 6, 10\], but got '
-                       r'\[2, 4, 6, 9\]'):
+    with pytest.raises(
+            ValueError,
+            match=r'carafe: grad_output must have '
+            r'the shape of the output \[2, 4, 6, 10\], but got '
+            r'\[2, 4, 6, 9\]'):
         torch.ops.carafe_mm.carafe_backward(
             torch.zeros(2, 4, 6, 9, dtype=torch.float64), features, masks, 3,
             2, 2)
-    with pytest.raises(TypeError, match='carafe: grad_output must have the '
-                       'same dtype as features'):
-        torch.ops.carafe_mm.carafe_backward(torch.zeros(2, 4, 6, 10),
-                                            features, masks, 3, 2, 2)
+    with pytest.raises(
+            TypeError,
+            match='carafe: grad_output must have the '
+            'same dtype as features'):
+        torch.ops.carafe_mm.carafe_backward(
+            torch.zeros(2, 4, 6, 10), features, masks, 3, 2, 2)
 
 
 # ---------------------------------------------------------------------------
@@ -422,9 +446,15 @@ def test_set_backend():
 
 
 def run_python(code, **env):
-    return subprocess.run([sys.executable, '-c', code], cwd=REPO,
-                          env={**os.environ, **env}, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run([sys.executable, '-c', code],
+                          cwd=REPO,
+                          env={
+                              **os.environ,
+                              **env
+                          },
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
 
 
 def test_backend_environment_variable():
@@ -464,5 +494,41 @@ else:
 print('ok')
 '''
     result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == 'ok'
+
+
+@pytest.mark.parametrize(
+    'env',
+    [
+        dict(CARAFE_MM_CPU_ISA='default'),  # the baseline (non-AVX2) kernels
+        dict(CARAFE_MM_CPU_CACHE_MB='0'),  # no reuse of freed output blocks
+    ])
+def test_cpu_kernel_variants_match_reference(env):
+    code = '''
+import torch
+from carafe_mm.ops import carafe_reference
+for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4),
+                   (torch.bfloat16, 3e-2)):
+    for n, c, h, w, k, g, s in ((2, 8, 9, 30, 5, 2, 2), (1, 3, 5, 4, 3, 1, 3),
+                                (1, 64, 64, 128, 5, 1, 2)):
+        f = torch.randn(n, c, h, w, dtype=torch.float64, requires_grad=True)
+        m = torch.rand(n, g * k * k, s * h, s * w, dtype=torch.float64,
+                       requires_grad=True)
+        go = torch.randn(n, c, s * h, s * w, dtype=torch.float64)
+        ref = carafe_reference(f, m, k, g, s)
+        ref_grads = torch.autograd.grad(ref, (f, m), go)
+        fl = f.detach().to(dtype)
+        ml = m.detach().to(dtype)
+        for _ in range(2):  # the second round reuses freed output blocks
+            out = torch.ops.carafe_mm.carafe_forward(fl, ml, k, g, s)
+            grads = torch.ops.carafe_mm.carafe_backward(go.to(dtype), fl, ml,
+                                                        k, g, s)
+            for a, b in zip((out, *grads), (ref, *ref_grads)):
+                torch.testing.assert_close(a.double(), b.detach(), rtol=tol,
+                                           atol=tol * b.abs().max().item())
+print('ok')
+'''
+    result = run_python(code, **env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == 'ok'

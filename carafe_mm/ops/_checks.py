@@ -24,8 +24,7 @@ def as_int(name, value):
                         f'{type(value).__name__} {value!r}') from None
 
 
-def check_carafe_args(features, masks, kernel_size, group_size,
-                      scale_factor):
+def check_carafe_args(features, masks, kernel_size, group_size, scale_factor):
     """Check the arguments of ``carafe(features, masks, kernel_size,
     group_size, scale_factor)``; see :func:`carafe_mm.ops.carafe`."""
     for name, tensor in (('features', features), ('masks', masks)):

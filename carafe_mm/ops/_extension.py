@@ -23,10 +23,10 @@ def extension_error():
 def _kernel_devices():
     if _C is None:
         return frozenset()
-    return frozenset(
-        device for device, key in (('cpu', 'CPU'), ('cuda', 'CUDA'))
-        if torch._C._dispatch_has_kernel_for_dispatch_key(
-            'carafe_mm::carafe_forward', key))
+    return frozenset(device
+                     for device, key in (('cpu', 'CPU'), ('cuda', 'CUDA'))
+                     if torch._C._dispatch_has_kernel_for_dispatch_key(
+                         'carafe_mm::carafe_forward', key))
 
 
 # Looked up once: a plain set keeps carafe() traceable by torch.compile.

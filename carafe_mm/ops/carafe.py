@@ -63,14 +63,13 @@ if extension_available():
         check_carafe_args(features, masks, kernel_size, group_size,
                           scale_factor)
         n, c, h, w = features.shape
-        return features.new_empty(
-            (n, c, scale_factor * h, scale_factor * w))
+        return features.new_empty((n, c, scale_factor * h, scale_factor * w))
 
     @torch.library.register_fake('carafe_mm::carafe_backward')
     def _carafe_backward_fake(grad_output, features, masks, kernel_size,
                               group_size, scale_factor):
-        check_carafe_backward_args(grad_output, features, masks,
-                                   kernel_size, group_size, scale_factor)
+        check_carafe_backward_args(grad_output, features, masks, kernel_size,
+                                   group_size, scale_factor)
         return (features.new_empty(features.shape),
                 masks.new_empty(masks.shape))
 
@@ -114,7 +113,9 @@ def _use_compiled(device):
                   f'carafe_mm._C has no kernel for device {device.type!r}')
         warnings.warn(
             f'carafe_mm: {reason}; falling back to the slow pure-PyTorch '
-            'carafe_reference.', RuntimeWarning, stacklevel=3)
+            'carafe_reference.',
+            RuntimeWarning,
+            stacklevel=3)
     return False
 
 
@@ -147,8 +148,7 @@ def carafe(features, masks, kernel_size, group_size, scale_factor):
         raise TypeError('carafe: features must be a torch.Tensor, but got '
                         f'{type(features).__name__}')
     if _use_compiled(features.device):
-        return torch.ops.carafe_mm.carafe_forward(features, masks,
-                                                  kernel_size, group_size,
-                                                  scale_factor)
+        return torch.ops.carafe_mm.carafe_forward(features, masks, kernel_size,
+                                                  group_size, scale_factor)
     return carafe_reference(features, masks, kernel_size, group_size,
                             scale_factor)
