@@ -15,13 +15,12 @@ Cases (k = 5, G = 1, s = 2, as in the paper):
 
 Memory: CUDA reports ``max_memory_allocated`` above the inputs; CPU runs each
 measurement in a fresh process and reports the growth of its peak resident
-set above the inputs.
+set (Linux VmHWM) above the inputs.
 """
 import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -137,24 +136,31 @@ def run_pass(impl, case, features, masks, grad_output, backward):
 
 def cpu_peak_memory(impl_name, case, dtype_name, backward):
     """Peak resident growth of one pass, measured in a fresh process."""
-    code = (f'import sys; sys.argv = ["x", "--_memory", '
-            f'{json.dumps([impl_name, case, dtype_name, backward])!r}]; '
-            f'exec(open({__file__!r}).read())')
-    result = subprocess.run([sys.executable, '-c', code],
+    spec = json.dumps([impl_name, case, dtype_name, backward])
+    result = subprocess.run([sys.executable, __file__, '--_memory', spec],
                             capture_output=True,
                             text=True,
                             check=True)
     return float(result.stdout.strip().splitlines()[-1])
 
 
+def proc_status_kib(field):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'no {field} in /proc/self/status')
+
+
 def memory_child(spec):
     impl_name, case, dtype_name, backward = json.loads(spec)
     impl = implementations('cpu')[impl_name]
     inputs = make_inputs(case, 'cpu', DTYPES[dtype_name], backward)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # reset the peak resident set (VmHWM) to the current
+    before = proc_status_kib('VmRSS')
     run_pass(impl, case, *inputs, backward)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print((after - before) / 1024)  # KiB -> MiB
+    print((proc_status_kib('VmHWM') - before) / 1024)
 
 
 def time_copy(timer, num_bytes, device):

@@ -1,0 +1,33 @@
+"""Nearest-neighbour upsampling, and nearest + 3×3 conv (the paper's N.C.)."""
+from mmengine.registry import MODELS
+
+from .base import InterpolateUpsampler
+
+
+@MODELS.register_module()
+class Nearest(InterpolateUpsampler):
+    """Nearest-neighbour upsampling, the FPN default; no parameters.
+
+    Args:
+        channels (int): C.
+        scale_factor (int): s. Defaults to 2.
+        init_cfg (dict, optional): see :class:`BaseUpsampler`.
+    """
+
+    def __init__(self, channels, scale_factor=2, init_cfg=None):
+        super().__init__(channels, scale_factor, 'nearest', False, init_cfg)
+
+
+@MODELS.register_module()
+class NearestConv(InterpolateUpsampler):
+    """Nearest-neighbour upsampling followed by a 3×3 convolution (N.C. in
+    Table 2 of `CARAFE <https://arxiv.org/abs/1905.02188>`_).
+
+    Args:
+        channels (int): C.
+        scale_factor (int): s. Defaults to 2.
+        init_cfg (dict, optional): see :class:`BaseUpsampler`.
+    """
+
+    def __init__(self, channels, scale_factor=2, init_cfg=None):
+        super().__init__(channels, scale_factor, 'nearest', True, init_cfg)
