@@ -50,7 +50,7 @@ log 'building carafe_mm and its extension'
 if have carafe_mm; then
     "$PYTHON" setup.py -q build_ext --inplace
 else
-    pip_install --no-build-isolation --no-deps -e .
+    pip_install --no-build-isolation --no-deps --use-pep517 -e .
 fi
 "$PYTHON" -c 'import carafe_mm.ops as o; print("[install] compiled op:", o.extension_available())'
 log 'done'
