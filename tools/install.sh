@@ -45,9 +45,19 @@ else
     MMCV_WITH_OPS=1 pip_install --no-build-isolation mmcv==2.1.0
 fi
 
-# carafe_mm in development mode; ninja rebuilds only what changed.
+# carafe_mm from this checkout, in development mode; later runs rebuild only
+# the extension sources that changed (ninja).
 log 'building carafe_mm and its extension'
-if have carafe_mm; then
+# (checked from outside the checkout, where the current folder would shadow
+# what is installed)
+if (cd / && "$PYTHON" - "$ROOT") <<'EOF'
+import importlib.util, os, sys
+spec = importlib.util.find_spec('carafe_mm')
+ok = spec is not None and os.path.dirname(spec.origin) == os.path.join(
+    sys.argv[1], 'carafe_mm')
+sys.exit(0 if ok else 1)
+EOF
+then
     "$PYTHON" setup.py -q build_ext --inplace
 else
     pip_install --no-build-isolation --no-deps --use-pep517 -e .

@@ -1,0 +1,19 @@
+# dysample in the FPN and the mask head of Mask R-CNN.
+_base_ = '../mask-rcnn_r50_fpn-carafe_1x_coco.py'
+model = dict(
+    neck=dict(
+        upsample_cfg=dict(
+            _delete_=True,
+            type='DySample',
+            style='lp',
+            groups=4,
+            dyscope=False)),
+    roi_head=dict(
+        mask_head=dict(
+            upsample_cfg=dict(
+                _delete_=True,
+                type='DySample',
+                style='lp',
+                groups=4,
+                dyscope=False,
+                scale_factor=2))))

@@ -1,0 +1,3 @@
+# Table 9: CARAFE with k_enc = 1, k_up = 3.
+_base_ = '../faster-rcnn_r50_fpn-carafe_1x_coco.py'
+model = dict(neck=dict(upsample_cfg=dict(encoder_kernel=1, up_kernel=3)))
