@@ -15,3 +15,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if 'needs_cuda' in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope='session')
+def toy_coco(tmp_path_factory):
+    """A tiny toy COCO dataset written by tools/data/make_toy_coco.py."""
+    import subprocess
+    import sys
+
+    from .utils import REPO
+    out = tmp_path_factory.mktemp('toy_coco')
+    subprocess.run([
+        sys.executable, 'tools/data/make_toy_coco.py', '--out',
+        str(out), '--train', '8', '--val', '4', '--size', '96'
+    ],
+                   cwd=REPO,
+                   check=True,
+                   capture_output=True,
+                   timeout=120)
+    return str(out)

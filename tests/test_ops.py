@@ -13,13 +13,11 @@ import torch.nn.functional as F
 
 import carafe_mm.ops as ops
 from carafe_mm.ops import carafe, carafe_reference
-from .utils import cpu_and_cuda
+from .utils import REPO, cpu_and_cuda
 
 pytestmark = pytest.mark.skipif(
     not ops.extension_available(),
     reason=f'carafe_mm._C did not load: {ops.extension_error()}')
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def make_inputs(n,

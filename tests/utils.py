@@ -1,6 +1,38 @@
+import os.path as osp
+
 import pytest
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def cpu_and_cuda():
     """Device parametrisation: 'cpu', and 'cuda' marked needs_cuda."""
     return ('cpu', pytest.param('cuda', marks=pytest.mark.needs_cuda))
+
+
+def shrink_detector(cfg):
+    """ResNet-18 without pretrained weights in place of the config's
+    ResNet-50 (the FPN's input channels follow), and few proposals."""
+    model = cfg.model
+    model.backbone.update(depth=18, init_cfg=None)
+    model.neck.in_channels = [64, 128, 256, 512]
+    model.train_cfg.rpn_proposal.update(nms_pre=200, max_per_img=100)
+    model.train_cfg.rcnn.sampler.num = 64
+    model.test_cfg.rpn.update(nms_pre=100, max_per_img=50)
+    model.test_cfg.rcnn.max_per_img = 10
+    return cfg
+
+
+def toy_data_options(data_root, kind='coco'):
+    """--cfg-options pointing a toy config at a dataset in data_root."""
+    root = data_root.rstrip('/') + '/'
+    options = [
+        f'{split}_dataloader.dataset.data_root={root}'
+        for split in ('train', 'val', 'test')
+    ]
+    if kind == 'coco':
+        ann = root + 'annotations/instances_val.json'
+        options += [
+            f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}'
+        ]
+    return options

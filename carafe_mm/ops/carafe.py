@@ -119,6 +119,20 @@ def _use_compiled(device):
     return False
 
 
+def _autocast(features, masks):
+    """Under ``torch.autocast``, run in the autocast dtype (the op
+    accumulates in float32), as convolutions do; this also reconciles
+    float32 masks from a softmax with half-precision features."""
+    device_type = features.device.type
+    if (device_type in ('cpu', 'cuda')
+            and torch.is_autocast_enabled(device_type)
+            and isinstance(masks, torch.Tensor)
+            and features.is_floating_point() and masks.is_floating_point()):
+        dtype = torch.get_autocast_dtype(device_type)
+        return features.to(dtype), masks.to(dtype)
+    return features, masks
+
+
 def carafe(features, masks, kernel_size, group_size, scale_factor):
     """Content-aware reassembly of features (CARAFE).
 
@@ -139,7 +153,8 @@ def carafe(features, masks, kernel_size, group_size, scale_factor):
         scale_factor (int): s >= 1.
 
     Returns:
-        Tensor: (N, C, sH, sW), contiguous, of the dtype of ``features``.
+        Tensor: (N, C, sH, sW), contiguous, of the dtype of ``features``
+        (of the autocast dtype inside ``torch.autocast``).
     """
     kernel_size = as_int('kernel_size', kernel_size)
     group_size = as_int('group_size', group_size)
@@ -147,6 +162,7 @@ def carafe(features, masks, kernel_size, group_size, scale_factor):
     if not isinstance(features, torch.Tensor):
         raise TypeError('carafe: features must be a torch.Tensor, but got '
                         f'{type(features).__name__}')
+    features, masks = _autocast(features, masks)
     if _use_compiled(features.device):
         return torch.ops.carafe_mm.carafe_forward(features, masks, kernel_size,
                                                   group_size, scale_factor)

@@ -1,0 +1,40 @@
+"""Multi-process training without GPUs.
+
+mmengine's runner initialises torch.distributed through
+``torch.cuda.set_device`` and wraps the model in DDP with ``device_ids``,
+both of which fail on a CPU-only machine. ``init_cpu_distributed`` sets up a
+gloo process group first (the runner then skips its own initialisation),
+and :class:`CPUDistributedDataParallel` is DDP without device ids.
+``tools/train.py`` and ``tools/test.py`` use both when there is no GPU.
+"""
+import os
+
+import torch.distributed as dist
+from mmengine.model import MMDistributedDataParallel
+from mmengine.registry import MODEL_WRAPPERS
+
+
+@MODEL_WRAPPERS.register_module()
+class CPUDistributedDataParallel(MMDistributedDataParallel):
+    """``MMDistributedDataParallel`` for modules on the CPU: the
+    ``device_ids`` the runner passes are dropped (DDP requires None)."""
+
+    def __init__(self, module, device_ids=None, **kwargs):
+        super().__init__(module=module, device_ids=None, **kwargs)
+
+
+def init_cpu_distributed(launcher):
+    """Initialise a gloo process group from the launcher's environment
+    (``pytorch``: torchrun's RANK / WORLD_SIZE / MASTER_*; ``slurm``:
+    SLURM_PROCID / SLURM_NTASKS, with MASTER_ADDR / MASTER_PORT set by the
+    caller)."""
+    if dist.is_initialized():
+        return
+    if launcher == 'slurm':
+        os.environ.setdefault('RANK', os.environ['SLURM_PROCID'])
+        os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
+        os.environ.setdefault('LOCAL_RANK', os.environ['SLURM_LOCALID'])
+    elif launcher != 'pytorch':
+        raise ValueError(f'launcher must be pytorch or slurm on a machine '
+                         f'without GPUs, but got {launcher!r}')
+    dist.init_process_group(backend='gloo')

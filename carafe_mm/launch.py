@@ -1,0 +1,116 @@
+"""What ``tools/train.py`` and ``tools/test.py`` share: arguments, building
+the runner from a config (any library: the config's ``default_scope``
+decides), and a clear message for checkpoints that are not safe to load."""
+import os.path as osp
+import pickle
+from contextlib import contextmanager
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+SAFE_HOOK = 'SafeCheckpointHook'
+
+
+def parse_common_args(parser):
+    """Add --cfg-options, --launcher and --local-rank to ``parser``."""
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, key=value pairs, e.g. '
+        'train_cfg.max_epochs=2 model.neck.upsample_cfg.type=Nearest')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torch.distributed.launch passes --local-rank; older ones --local_rank
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser
+
+
+def load_config(args):
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    # Checkpoints this run writes must load with weights_only=True.
+    import carafe_mm.engine  # noqa: F401  (registers the hook)
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    if not any(h.get('type') == SAFE_HOOK for h in hooks):
+        hooks.append(dict(type=SAFE_HOOK))
+    cfg.custom_hooks = hooks
+    return cfg
+
+
+def _setup_training(cfg, args):
+    if args.amp:
+        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper in ('AmpOptimWrapper', 'CPUAutocastOptimWrapper'):
+            pass
+        elif wrapper != 'OptimWrapper':
+            raise ValueError('--amp needs optim_wrapper.type OptimWrapper, '
+                             f'but the config has {wrapper}')
+        elif torch.cuda.is_available():
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+        else:
+            cfg.optim_wrapper.type = 'CPUAutocastOptimWrapper'
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+
+def _setup_testing(cfg, args):
+    cfg.load_from = args.checkpoint
+    if args.out is not None:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out must be a .pkl file, but got {args.out}')
+        dump = dict(type='DumpResults', out_file_path=args.out)
+        evaluator = cfg.test_evaluator
+        cfg.test_evaluator = (list(evaluator) if isinstance(
+            evaluator, (list, tuple)) else [evaluator]) + [dump]
+
+
+def build_runner(args, mode):
+    """The runner for ``tools/train.py`` (``mode='train'``) or
+    ``tools/test.py`` (``mode='test'``)."""
+    cfg = load_config(args)
+    if mode == 'train':
+        _setup_training(cfg, args)
+    else:
+        _setup_testing(cfg, args)
+    if args.launcher != 'none' and not torch.cuda.is_available():
+        from carafe_mm.engine import init_cpu_distributed
+        init_cpu_distributed(args.launcher)
+        cfg.model_wrapper_cfg = dict(type='CPUDistributedDataParallel')
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+@contextmanager
+def explain_unsafe_checkpoint(path):
+    """Turn torch's refusal of an unsafe pickle into advice."""
+    try:
+        yield
+    except pickle.UnpicklingError as e:
+        if 'Weights only load failed' not in str(e):
+            raise
+        raise SystemExit(
+            f'{path} holds objects that torch.load(weights_only=True) refuses '
+            '(it was not saved by carafe_mm\'s SafeCheckpointHook). Loading '
+            'it would run arbitrary code. If you trust where it came from, '
+            'rewrite it safely with\n  python tools/misc/'
+            f'make_checkpoint_safe.py {path} SAFE.pth --trust\n'
+            f'torch said: {str(e).splitlines()[0]}') from e
