@@ -53,16 +53,17 @@ def load_config(args):
 def _setup_training(cfg, args):
     if args.amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper in ('AmpOptimWrapper', 'CPUAutocastOptimWrapper'):
-            pass
-        elif wrapper != 'OptimWrapper':
-            raise ValueError('--amp needs optim_wrapper.type OptimWrapper, '
-                             f'but the config has {wrapper}')
-        elif torch.cuda.is_available():
+        if not torch.cuda.is_available():
+            # mmengine's AmpOptimWrapper needs a GPU, and mmcv's CPU ops
+            # (nms, RoIAlign) have no bfloat16 kernels for torch.autocast.
+            raise ValueError('--amp needs a GPU: mmengine\'s AmpOptimWrapper '
+                             'does not run on the CPU')
+        if wrapper == 'OptimWrapper':
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
-        else:
-            cfg.optim_wrapper.type = 'CPUAutocastOptimWrapper'
+        elif wrapper != 'AmpOptimWrapper':
+            raise ValueError('--amp needs optim_wrapper.type OptimWrapper, '
+                             f'but the config has {wrapper}')
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

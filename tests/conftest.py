@@ -3,6 +3,12 @@ import torch
 
 
 def pytest_configure(config):
+    # mmengine logs every parameter's initialisation at INFO level; that
+    # output is large and slow to capture.
+    import logging
+
+    from mmengine.logging import MMLogger
+    MMLogger.get_current_instance().setLevel(logging.WARNING)
     config.addinivalue_line(
         'markers', 'needs_cuda: the test needs a CUDA device; skipped, and '
         'reported as skipped, where there is none')

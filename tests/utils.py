@@ -23,6 +23,20 @@ def shrink_detector(cfg):
     return cfg
 
 
+def shrink_segmentor(cfg):
+    """ResNet-18 (V1c) without pretrained weights in place of the config's
+    ResNet-50; the heads' input channels follow."""
+    model = cfg.model
+    model.pretrained = None
+    model.backbone.update(depth=18, init_cfg=None)
+    model.decode_head.in_channels = [64, 128, 256, 512]
+    model.decode_head.channels = 64
+    if model.get('auxiliary_head'):
+        model.auxiliary_head.in_channels = 256
+        model.auxiliary_head.channels = 64
+    return cfg
+
+
 def toy_data_options(data_root, kind='coco'):
     """--cfg-options pointing a toy config at a dataset in data_root."""
     root = data_root.rstrip('/') + '/'
