@@ -1,8 +1,9 @@
 """FPN whose top-down upsampling is any registered upsampler."""
-import torch.nn.functional as F
 from mmdet.models.necks import FPN_CARAFE
 from mmdet.registry import MODELS
 from mmengine.model import ModuleList
+
+from carafe_mm.models.alignment import match_size
 
 
 @MODELS.register_module()
@@ -64,9 +65,4 @@ class UpsamplerFPN(FPN_CARAFE):
 
     def tensor_add(self, a, b):
         """``a + b``, with b cropped or edge-padded to a's size."""
-        dh, dw = a.shape[2] - b.shape[2], a.shape[3] - b.shape[3]
-        if dh < 0 or dw < 0:
-            b = b[:, :, :a.shape[2], :a.shape[3]]
-        if dh > 0 or dw > 0:
-            b = F.pad(b, (0, max(dw, 0), 0, max(dh, 0)), mode='replicate')
-        return a + b
+        return a + match_size(b, a.shape[2:])

@@ -1,0 +1,141 @@
+"""UperNet's decode head with learned upsamplers in PPM, FPN and FUSE.
+
+Shape letters: N batch, C channels of the head, H_i×W_i the size of level i
+(i = 0 the finest, 1/4 of the image).
+"""
+import math
+
+import torch
+from mmengine.model import ModuleList
+from mmseg.models.decode_heads import UPerHead
+from mmseg.models.utils import resize
+from mmseg.registry import MODELS
+
+from carafe_mm.models.alignment import match_size
+from carafe_mm.models.upsamplers import BaseUpsampler
+
+
+def _check_cfg(name, cfg):
+    if cfg is not None and (not isinstance(cfg, dict) or 'type' not in cfg):
+        raise ValueError(f'{name} must be None or a dict with a type (an '
+                         f'upsampler of carafe_mm), but got {cfg!r}')
+
+
+@MODELS.register_module()
+class UpsamplerUPerHead(UPerHead):
+    """mmseg's ``UPerHead`` with any upsampler of carafe_mm's zoo in the
+    three places of the CARAFE paper's UperNet experiment (`CARAFE
+    <https://arxiv.org/abs/1905.02188>`_, Sec. 4.3, Table 6):
+
+    * ``ppm_upsample_cfg``: the pooled 1×1 / 2×2 / 3×3 / 6×6 maps go back to
+      the size of the last level; the factors are large and not integers,
+      so, as in the paper, they are resized bilinearly to half that size
+      (rounded up) and then upsampled 2× (and cropped for odd sizes);
+    * ``fpn_upsample_cfg``: the 2× steps of the top-down pathway;
+    * ``fuse_upsample_cfg``: instead of resizing levels 1, 2, 3 straight to
+      level 0's size, a cascade of 1, 2, 3 steps of 2×, each aligned to the
+      next finer level's size.
+
+    Each is a config of an upsampler (``channels`` and ``scale_factor=2``
+    are filled in), one module per branch / step, or None for mmseg's
+    bilinear ``resize``: with all three None the head is ``UPerHead``,
+    parameter for parameter and output for output. Any input size works:
+    upsampled maps are cropped or edge-padded to their target's size.
+
+    Args:
+        ppm_upsample_cfg (dict, optional): the PPM's upsampler.
+        fpn_upsample_cfg (dict, optional): the top-down pathway's.
+        fuse_upsample_cfg (dict, optional): the fusion's.
+        **kwargs: the arguments of ``UPerHead``.
+    """
+
+    def __init__(self,
+                 ppm_upsample_cfg=None,
+                 fpn_upsample_cfg=None,
+                 fuse_upsample_cfg=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        for name, cfg in (('ppm_upsample_cfg', ppm_upsample_cfg),
+                          ('fpn_upsample_cfg', fpn_upsample_cfg),
+                          ('fuse_upsample_cfg', fuse_upsample_cfg)):
+            _check_cfg(name, cfg)
+        self.ppm_upsample_cfg = ppm_upsample_cfg
+        self.fpn_upsample_cfg = fpn_upsample_cfg
+        self.fuse_upsample_cfg = fuse_upsample_cfg
+        levels = len(self.in_channels)
+        self.ppm_upsamplers = self._build(ppm_upsample_cfg,
+                                          len(self.psp_modules.pool_scales))
+        self.fpn_upsamplers = self._build(fpn_upsample_cfg, levels - 1)
+        # fuse_upsamplers[i - 1][j]: step j of level i's cascade
+        self.fuse_upsamplers = None if fuse_upsample_cfg is None else \
+            ModuleList(self._build(fuse_upsample_cfg, i)
+                       for i in range(1, levels))
+
+    def _build(self, cfg, count):
+        if cfg is None:
+            return None
+        return ModuleList(
+            MODELS.build(dict(cfg, channels=self.channels, scale_factor=2))
+            for _ in range(count))
+
+    def init_weights(self):
+        # Give the upsamplers their own initialisation after the head's.
+        super().init_weights()
+        for group in (self.ppm_upsamplers, self.fpn_upsamplers,
+                      self.fuse_upsamplers):
+            if group is not None:
+                for module in group.modules():
+                    if isinstance(module, BaseUpsampler):
+                        module.init_weights()
+
+    def _resize(self, x, size):
+        return resize(
+            x, size=size, mode='bilinear', align_corners=self.align_corners)
+
+    def psp_forward(self, inputs):
+        x = inputs[-1]
+        size = x.shape[2:]
+        outs = [x]
+        for i, branch in enumerate(self.psp_modules):
+            # (N, C, s, s) for pool scale s
+            pooled = branch(x)
+            if self.ppm_upsamplers is None:
+                outs.append(self._resize(pooled, size))
+            else:
+                half = (math.ceil(size[0] / 2), math.ceil(size[1] / 2))
+                up = self.ppm_upsamplers[i](self._resize(pooled, half))
+                outs.append(match_size(up, size))
+        return self.bottleneck(torch.cat(outs, dim=1))
+
+    def _forward_feature(self, inputs):
+        inputs = self._transform_inputs(inputs)
+        laterals = [
+            lateral_conv(inputs[i])
+            for i, lateral_conv in enumerate(self.lateral_convs)
+        ]
+        laterals.append(self.psp_forward(inputs))
+
+        # top-down pathway
+        levels = len(laterals)
+        for i in range(levels - 1, 0, -1):
+            size = laterals[i - 1].shape[2:]
+            if self.fpn_upsamplers is None:
+                up = self._resize(laterals[i], size)
+            else:
+                up = match_size(self.fpn_upsamplers[i - 1](laterals[i]), size)
+            laterals[i - 1] = laterals[i - 1] + up
+
+        outs = [self.fpn_convs[i](laterals[i]) for i in range(levels - 1)]
+        outs.append(laterals[-1])
+
+        # fusion at level 0's size
+        for i in range(levels - 1, 0, -1):
+            if self.fuse_upsamplers is None:
+                outs[i] = self._resize(outs[i], outs[0].shape[2:])
+                continue
+            x = outs[i]
+            for step, upsampler in enumerate(self.fuse_upsamplers[i - 1]):
+                # step j brings level i to level i - 1 - j
+                x = match_size(upsampler(x), outs[i - 1 - step].shape[2:])
+            outs[i] = x
+        return self.fpn_bottleneck(torch.cat(outs, dim=1))
