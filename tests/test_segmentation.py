@@ -14,8 +14,8 @@ import carafe_mm.mmseg  # noqa: F401
 from .test_tools import run
 from .utils import REPO, shrink_segmentor
 
-MMSEG_TEST = osp.join(
-    osp.dirname(__import__('mmseg').__file__), '.mim', 'tools', 'test.py')
+MMSEG_TOOLS = osp.join(
+    osp.dirname(__import__('mmseg').__file__), '.mim', 'tools')
 HEAD = dict(
     in_channels=[16, 32, 64, 128],
     in_index=[0, 1, 2, 3],
@@ -207,7 +207,8 @@ def test_toy_train_test_resume_and_mmseg_test(toy_ade20k, tmp_path):
     ])
     assert 'mIoU' in out
     out = run([
-        sys.executable, MMSEG_TEST, config, ckpt, '--work-dir',
+        sys.executable,
+        osp.join(MMSEG_TOOLS, 'test.py'), config, ckpt, '--work-dir',
         str(tmp_path / 'mmseg_test'), '--cfg-options', *data
     ])
     assert 'mIoU' in out
@@ -234,3 +235,27 @@ def test_compare_upsamplers_segmentation(toy_ade20k, tmp_path):
     assert table[2].startswith('| bilinear |')
     assert table[3].startswith('| CARAFE |')
     assert 'mIoU' in table[0]
+
+
+def test_mmseg_own_tools_train_and_reload(toy_ade20k, tmp_path):
+    """mmseg's tools/train.py with our config writes checkpoints that its
+    tools/test.py reloads (SafeCheckpointHook comes with the config)."""
+    config = 'configs/toy/upernet_r18-carafe_toy.py'
+    data = [
+        f'{split}_dataloader.dataset.data_root={toy_ade20k}/'
+        for split in ('train', 'val', 'test')
+    ]
+    work_dir = str(tmp_path / 'mmseg_train')
+    run([
+        sys.executable,
+        osp.join(MMSEG_TOOLS, 'train.py'), config, '--work-dir', work_dir,
+        '--cfg-options', 'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+        'default_hooks.checkpoint.interval=2', *data
+    ])
+    ckpt = osp.join(work_dir, 'iter_2.pth')
+    out = run([
+        sys.executable,
+        osp.join(MMSEG_TOOLS, 'test.py'), config, ckpt, '--work-dir',
+        str(tmp_path / 'mmseg_test'), '--cfg-options', *data
+    ])
+    assert 'mIoU' in out

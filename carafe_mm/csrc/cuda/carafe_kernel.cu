@@ -75,15 +75,22 @@ __global__ void __launch_bounds__(kThreads)
     for (int i = 0; i < kChannels; ++i) acc[i] = acc_t(0);
     for (int64_t ky = 0; ky < k; ++ky) {
       const int64_t iy = oy / s + ky - r;
-      if (iy < 0 || iy >= H) continue;
+      const bool row_inside = iy >= 0 && iy < H;
       for (int64_t kx = 0; kx < k; ++kx) {
         const int64_t ix = ox / s + kx - r;
-        if (ix < 0 || ix >= W) continue;
         const acc_t w = static_cast<acc_t>(m[(ky * k + kx) * out_plane]);
-        const scalar_t* fp = f + iy * W + ix;
+        if (row_inside && ix >= 0 && ix < W) {
+          const scalar_t* fp = f + iy * W + ix;
 #pragma unroll
-        for (int i = 0; i < kChannels; ++i) {
-          if (i < count) acc[i] += w * static_cast<acc_t>(fp[i * plane]);
+          for (int i = 0; i < kChannels; ++i) {
+            if (i < count) acc[i] += w * static_cast<acc_t>(fp[i * plane]);
+          }
+        } else {
+          // The zero padding: w · 0, so that a non-finite mask gives NaN as
+          // in the CPU kernel and the reference.
+          const acc_t zero = w * acc_t(0);
+#pragma unroll
+          for (int i = 0; i < kChannels; ++i) acc[i] += zero;
         }
       }
     }

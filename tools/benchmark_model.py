@@ -1,0 +1,208 @@
+"""End-to-end cost of CARAFE: inference images/s and peak training memory
+of Faster / Mask R-CNN (R50-FPN) with nearest vs CARAFE and UperNet (R50)
+with bilinear vs CARAFE, built from carafe_mm's configs.
+
+    python tools/benchmark_model.py [--devices cpu cuda] \
+        [--models faster mask upernet] [--size H W] [--iters N] \
+        [--markdown out.md]
+
+Weights are random (no download). So that the heads do their full work, the
+detectors keep their 100 best detections whatever the score (a random
+model's scores would fall under the 0.05 threshold and skip the mask head).
+CPU defaults to smaller images (512×768, detection; 512×512, UperNet) and
+batch 1; GPU to 800×1216 / 512×512. Peak training memory is one training
+step of batch 2 with random targets: ``max_memory_allocated`` on GPU, the
+growth of the peak resident set (VmHWM) in a fresh process on CPU.
+"""
+import argparse
+import json
+import os.path as osp
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+MODELS = {
+    'faster': [
+        ('FPN (mmdet, nearest)', 'configs/faster_rcnn_r50_fpn_1x.py'),
+        ('FPN_CARAFE structure, Nearest',
+         'configs/detection/table2_fpn_upsampler/'
+         'faster-rcnn_r50_fpn-nearest_1x_coco.py'),
+        ('CARAFE', 'configs/faster_rcnn_r50_fpn_carafe_1x.py'),
+    ],
+    'mask': [
+        ('FPN nearest + deconv (mmdet)', 'configs/mask_rcnn_r50_fpn_1x.py'),
+        ('CARAFE (FPN + mask head)',
+         'configs/mask_rcnn_r50_fpn_carafe_1x.py'),
+    ],
+    'upernet': [
+        ('bilinear (mmseg)', 'configs/upernet_r50_512x512_80k_ade20k.py'),
+        ('CARAFE (PPM + FPN + FUSE)',
+         'configs/upernet_r50_carafe_512x512_80k_ade20k.py'),
+    ],
+}
+
+
+def build_model(config, device):
+    from mmengine.config import Config
+    from mmengine.registry import MODELS as ROOT_MODELS
+    from mmengine.registry import DefaultScope
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    model_cfg = cfg.model
+    model_cfg.backbone.init_cfg = None
+    if 'pretrained' in model_cfg:
+        model_cfg.pretrained = None
+    if cfg.default_scope == 'mmdet':
+        model_cfg.test_cfg.rcnn.score_thr = 0.0
+    else:
+        model_cfg.data_preprocessor.size = None
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = ROOT_MODELS.build(model_cfg)
+    model.init_weights()
+    return model.to(device), cfg.default_scope
+
+
+def make_batch(scope, size, batch, device, with_mask):
+    h, w = size
+    if scope == 'mmdet':
+        from mmdet.testing import demo_mm_inputs
+        packed = demo_mm_inputs(
+            batch_size=batch, image_shapes=[(3, h, w)] * batch,
+            num_items=[5] * batch, num_classes=80, with_mask=with_mask)
+        return packed
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    samples = []
+    for _ in range(batch):
+        s = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
+                                        pad_shape=(h, w)))
+        s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, h, w)))
+        samples.append(s)
+    return dict(inputs=[torch.randint(0, 255, (3, h, w), dtype=torch.uint8)
+                        for _ in range(batch)], data_samples=samples)
+
+
+def sync(device):
+    if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def inference_speed(model, scope, size, device, iters, warmup=2):
+    model.eval()
+    packed = make_batch(scope, size, 1, device, False)
+    data = model.data_preprocessor(packed, False)
+    times = []
+    with torch.no_grad():
+        for i in range(warmup + iters):
+            sync(device)
+            start = time.perf_counter()
+            model(**data, mode='predict')
+            sync(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return 1.0 / statistics.median(times)
+
+
+def train_step(model, scope, size, device, with_mask):
+    model.train()
+    packed = make_batch(scope, size, 2, device, with_mask)
+    data = model.data_preprocessor(packed, True)
+    losses = model(**data, mode='loss')
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    total.backward()
+
+
+def proc_status_kib(field):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def train_memory_child(spec):
+    config, size, with_mask = json.loads(spec)
+    model, scope = build_model(config, 'cpu')
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    before = proc_status_kib('VmRSS')
+    train_step(model, scope, size, 'cpu', with_mask)
+    print((proc_status_kib('VmHWM') - before) / 1024)
+
+
+def train_memory(config, scope, model, size, device, with_mask):
+    if device == 'cuda':
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        train_step(model, scope, size, device, with_mask)
+        torch.cuda.synchronize()
+        model.zero_grad(set_to_none=True)
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    spec = json.dumps([config, list(size), with_mask])
+    result = subprocess.run(
+        [sys.executable, __file__, '--_train-memory', spec],
+        capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--devices', nargs='+', default=None)
+    parser.add_argument('--models', nargs='+', default=list(MODELS),
+                        choices=list(MODELS))
+    parser.add_argument('--size', nargs=2, type=int, default=None,
+                        help='image height and width')
+    parser.add_argument('--iters', type=int, default=None)
+    parser.add_argument('--no-memory', action='store_true')
+    parser.add_argument('--markdown', help='also write the table here')
+    parser.add_argument('--_train-memory', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._train_memory:
+        return train_memory_child(args._train_memory)
+
+    import logging
+
+    from mmengine.logging import MMLogger
+    MMLogger.get_current_instance().setLevel(logging.ERROR)
+    devices = args.devices or (['cpu', 'cuda']
+                               if torch.cuda.is_available() else ['cpu'])
+    header = ('| device | model | upsampling | image | inference img/s | '
+              'vs first row | train peak MB (batch 2) |')
+    lines = [header, '|' + '---|' * (header.count('|') - 1)]
+    print(header, flush=True)
+    for device in devices:
+        for family in args.models:
+            if args.size:
+                size = tuple(args.size)
+            elif family == 'upernet':
+                size = (512, 512)
+            else:
+                size = (512, 768) if device == 'cpu' else (800, 1216)
+            iters = args.iters or (5 if device == 'cpu' else 50)
+            first = None
+            for name, config in MODELS[family]:
+                model, scope = build_model(config, device)
+                speed = inference_speed(model, scope, size, device, iters)
+                first = first or speed
+                memory = float('nan') if args.no_memory else train_memory(
+                    config, scope, model, size, device, family == 'mask')
+                line = (f'| {device} | {family} | {name} | '
+                        f'{size[0]}×{size[1]} | {speed:.2f} | '
+                        f'{100 * (speed / first - 1):+.1f}% | {memory:.0f} |')
+                print(line, flush=True)
+                lines.append(line)
+                del model
+    if args.markdown:
+        with open(args.markdown, 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+
+
+if __name__ == '__main__':
+    main()
