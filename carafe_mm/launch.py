@@ -1,6 +1,7 @@
 """What ``tools/train.py`` and ``tools/test.py`` share: arguments, building
 the runner from a config (any library: the config's ``default_scope``
 decides), and a clear message for checkpoints that are not safe to load."""
+import os
 import os.path as osp
 import pickle
 from contextlib import contextmanager
@@ -86,6 +87,8 @@ def _setup_testing(cfg, args):
 def build_runner(args, mode):
     """The runner for ``tools/train.py`` (``mode='train'``) or
     ``tools/test.py`` (``mode='test'``)."""
+    if 'LOCAL_RANK' not in os.environ:  # launchers that pass --local-rank
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
     cfg = load_config(args)
     if mode == 'train':
         _setup_training(cfg, args)

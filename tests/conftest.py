@@ -23,16 +23,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(scope='session')
-def toy_coco(tmp_path_factory):
-    """A tiny toy COCO dataset written by tools/data/make_toy_coco.py."""
+def _make_toy(tmp_path_factory, tool):
+    """A tiny toy dataset written by tools/data/<tool>.py."""
     import subprocess
     import sys
 
     from .utils import REPO
-    out = tmp_path_factory.mktemp('toy_coco')
+    out = tmp_path_factory.mktemp(tool)
     subprocess.run([
-        sys.executable, 'tools/data/make_toy_coco.py', '--out',
+        sys.executable, f'tools/data/{tool}.py', '--out',
         str(out), '--train', '8', '--val', '4', '--size', '96'
     ],
                    cwd=REPO,
@@ -40,3 +39,13 @@ def toy_coco(tmp_path_factory):
                    capture_output=True,
                    timeout=120)
     return str(out)
+
+
+@pytest.fixture(scope='session')
+def toy_coco(tmp_path_factory):
+    return _make_toy(tmp_path_factory, 'make_toy_coco')
+
+
+@pytest.fixture(scope='session')
+def toy_ade20k(tmp_path_factory):
+    return _make_toy(tmp_path_factory, 'make_toy_ade20k')

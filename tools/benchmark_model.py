@@ -38,8 +38,7 @@ MODELS = {
     ],
     'mask': [
         ('FPN nearest + deconv (mmdet)', 'configs/mask_rcnn_r50_fpn_1x.py'),
-        ('CARAFE (FPN + mask head)',
-         'configs/mask_rcnn_r50_fpn_carafe_1x.py'),
+        ('CARAFE (FPN + mask head)', 'configs/mask_rcnn_r50_fpn_carafe_1x.py'),
     ],
     'upernet': [
         ('bilinear (mmseg)', 'configs/upernet_r50_512x512_80k_ade20k.py'),
@@ -60,8 +59,9 @@ def build_model(config, device):
         model_cfg.pretrained = None
     if cfg.default_scope == 'mmdet':
         model_cfg.test_cfg.rcnn.score_thr = 0.0
-    else:
+    else:  # pad to a multiple of 32 instead of a fixed crop size
         model_cfg.data_preprocessor.size = None
+        model_cfg.data_preprocessor.size_divisor = 32
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         model = ROOT_MODELS.build(model_cfg)
     model.init_weights()
@@ -73,19 +73,27 @@ def make_batch(scope, size, batch, device, with_mask):
     if scope == 'mmdet':
         from mmdet.testing import demo_mm_inputs
         packed = demo_mm_inputs(
-            batch_size=batch, image_shapes=[(3, h, w)] * batch,
-            num_items=[5] * batch, num_classes=80, with_mask=with_mask)
+            batch_size=batch,
+            image_shapes=[(3, h, w)] * batch,
+            num_items=[5] * batch,
+            num_classes=80,
+            with_mask=with_mask)
         return packed
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
     samples = []
     for _ in range(batch):
-        s = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
-                                        pad_shape=(h, w)))
+        s = SegDataSample(
+            metainfo=dict(
+                img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
         s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, h, w)))
         samples.append(s)
-    return dict(inputs=[torch.randint(0, 255, (3, h, w), dtype=torch.uint8)
-                        for _ in range(batch)], data_samples=samples)
+    return dict(
+        inputs=[
+            torch.randint(0, 255, (3, h, w), dtype=torch.uint8)
+            for _ in range(batch)
+        ],
+        data_samples=samples)
 
 
 def sync(device):
@@ -113,9 +121,8 @@ def train_step(model, scope, size, device, with_mask):
     model.train()
     packed = make_batch(scope, size, 2, device, with_mask)
     data = model.data_preprocessor(packed, True)
-    losses = model(**data, mode='loss')
-    total = sum(v for k, v in losses.items() if 'loss' in k)
-    total.backward()
+    loss, _ = model.parse_losses(model(**data, mode='loss'))
+    loss.backward()
 
 
 def proc_status_kib(field):
@@ -148,17 +155,23 @@ def train_memory(config, scope, model, size, device, with_mask):
     spec = json.dumps([config, list(size), with_mask])
     result = subprocess.run(
         [sys.executable, __file__, '--_train-memory', spec],
-        capture_output=True, text=True, check=True)
+        capture_output=True,
+        text=True,
+        check=True)
     return float(result.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--devices', nargs='+', default=None)
-    parser.add_argument('--models', nargs='+', default=list(MODELS),
-                        choices=list(MODELS))
-    parser.add_argument('--size', nargs=2, type=int, default=None,
-                        help='image height and width')
+    parser.add_argument(
+        '--models', nargs='+', default=list(MODELS), choices=list(MODELS))
+    parser.add_argument(
+        '--size',
+        nargs=2,
+        type=int,
+        default=None,
+        help='image height and width')
     parser.add_argument('--iters', type=int, default=None)
     parser.add_argument('--no-memory', action='store_true')
     parser.add_argument('--markdown', help='also write the table here')

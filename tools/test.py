@@ -9,7 +9,6 @@ carafe_mm's SafeCheckpointHook and the official mmdet / mmseg ones do; for
 another checkpoint you trust, see tools/misc/make_checkpoint_safe.py.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
@@ -29,10 +28,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--out', help='also dump the raw predictions to this .pkl file')
     launch.parse_common_args(parser)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv=None):

@@ -10,7 +10,6 @@ gloo backend. Checkpoints are written with carafe_mm's SafeCheckpointHook,
 so they load under torch >= 2.6's ``weights_only=True``.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
@@ -37,10 +36,7 @@ def parse_args(argv=None):
         help='resume from this checkpoint, or from the latest one in the '
         'work dir when no path is given')
     launch.parse_common_args(parser)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
