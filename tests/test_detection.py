@@ -178,6 +178,39 @@ def test_official_state_dict_loads_strictly_with_equal_outputs(ours, official):
                 atol=1e-5)
 
 
+def test_official_checkpoint_file_layout_loads(tmp_path):
+    """A checkpoint in the layout of mmdet's released CARAFE models
+    (meta + state_dict, as mmdet 2.x's publish_model writes) loads through
+    mmengine's load_checkpoint, with torch's default weights_only=True."""
+    from collections import OrderedDict
+
+    from mmdet.registry import MODELS
+    from mmengine.runner import load_checkpoint
+    official_cfg = Config.fromfile(
+        _official('faster-rcnn_r50_fpn-carafe_1x_coco.py'))
+    official_cfg.model.backbone.init_cfg = None
+    ref = MODELS.build(official_cfg.model)
+    path = tmp_path / 'faster_rcnn_r50_fpn_carafe_1x_coco.pth'
+    torch.save(
+        dict(
+            meta=dict(
+                mmdet_version='2.0.0',
+                mmcv_version='0.5.1',
+                config='model = dict()',
+                epoch=12,
+                iter=87960,
+                time='Mon May  4 17:57:33 2020',
+                CLASSES=('person', 'bicycle')),
+            state_dict=OrderedDict(ref.state_dict())), path)
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs/faster_rcnn_r50_fpn_carafe_1x.py'))
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    load_checkpoint(model, str(path), map_location='cpu', strict=True)
+    for a, b in zip(model.state_dict().values(), ref.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 # ---------------------------------------------------------------------------
 # shrunk detectors: loss and predict
 
