@@ -91,9 +91,22 @@ CARAFE_INLINE void load_upsampled_row(const scalar_t* src, acc_t* dst,
   std::fill(dst + pad + s * W, dst + width, acc_t(0));
 }
 
-template <typename scalar_t, typename acc_t>
+// Stream = true: float rows go around the caches (the forward's output:
+// nothing reads it soon, and the write-allocate read would double the
+// traffic).
+template <bool Stream = false, typename scalar_t, typename acc_t>
 CARAFE_INLINE void store_row(const acc_t* src, scalar_t* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<scalar_t>(src[i]);
+  int64_t i = 0;
+#ifdef CARAFE_STREAM_STORE_F32
+  if constexpr (Stream && std::is_same_v<scalar_t, float> &&
+                std::is_same_v<acc_t, float>) {
+    for (; i < n && reinterpret_cast<uintptr_t>(dst + i) % 32 != 0; ++i) {
+      dst[i] = src[i];
+    }
+    for (; i + 8 <= n; i += 8) CARAFE_STREAM_STORE_F32(dst + i, src + i);
+  }
+#endif
+  for (; i < n; ++i) dst[i] = static_cast<scalar_t>(src[i]);
 }
 
 // dst[ix] = Σ_p src[s·ix + p], p < s: the gradient of an upsampled row.
@@ -346,10 +359,11 @@ CARAFE_NOINLINE void forward_item(const scalar_t* features,
     for (int ci = 0; ci < cb; ++ci) {
       scalar_t* o_dst = output + ((c_first + ci) * Ho + oy0) * Wo;
       for (int64_t y = 0; y < rows; ++y) {
-        store_row(ob + (ci * rows + y) * Wq, o_dst + y * Wo, Wo);
+        store_row<true>(ob + (ci * rows + y) * Wq, o_dst + y * Wo, Wo);
       }
     }
   }
+  CARAFE_STORE_FENCE();  // order the streamed stores
 }
 
 // Backward of input rows [a, e) of group g of sample n.

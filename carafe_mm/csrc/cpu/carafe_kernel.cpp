@@ -35,10 +35,16 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../carafe.h"
@@ -79,6 +85,7 @@ struct Geometry {
 
 // Baseline copy.
 #define CARAFE_IN_REGISTER(v) ((void)0)
+#define CARAFE_STORE_FENCE() ((void)0)
 namespace carafe_mm {
 namespace isa_default {
 namespace {
@@ -87,6 +94,7 @@ namespace {
 }  // namespace isa_default
 }  // namespace carafe_mm
 #undef CARAFE_IN_REGISTER
+#undef CARAFE_STORE_FENCE
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define CARAFE_HAVE_AVX2_COPY 1
@@ -96,6 +104,9 @@ namespace {
 #pragma GCC push_options
 #pragma GCC target("arch=x86-64-v3")
 #define CARAFE_IN_REGISTER(v) asm("" : "+x"(v))
+#define CARAFE_STREAM_STORE_F32(dst, src) \
+  _mm256_stream_ps((dst), _mm256_loadu_ps(src))
+#define CARAFE_STORE_FENCE() _mm_sfence()
 namespace carafe_mm {
 namespace isa_avx2 {
 namespace {
@@ -104,6 +115,8 @@ namespace {
 }  // namespace isa_avx2
 }  // namespace carafe_mm
 #undef CARAFE_IN_REGISTER
+#undef CARAFE_STREAM_STORE_F32
+#undef CARAFE_STORE_FENCE
 #pragma GCC pop_options
 #endif
 
