@@ -9,6 +9,10 @@
 // Channels of one group processed together; they share each mask load.
 constexpr int kForwardBlock = 4;
 constexpr int kBackwardBlock = 4;
+// Outputs streamed past the caches come in pieces of at least this size
+// (smaller ones leave partial cache lines, which non-temporal stores handle
+// badly).
+constexpr int64_t kStreamMinBytes = 4096;
 // Target size of the per-item mask buffers, so that they stay in L2.
 constexpr int64_t kForwardMaskBytes = 256 * 1024;
 constexpr int64_t kBackwardMaskBytes = 384 * 1024;
@@ -91,22 +95,38 @@ CARAFE_INLINE void load_upsampled_row(const scalar_t* src, acc_t* dst,
   std::fill(dst + pad + s * W, dst + width, acc_t(0));
 }
 
-// Stream = true: float rows go around the caches (the forward's output:
-// nothing reads it soon, and the write-allocate read would double the
-// traffic).
-template <bool Stream = false, typename scalar_t, typename acc_t>
+template <typename scalar_t, typename acc_t>
 CARAFE_INLINE void store_row(const acc_t* src, scalar_t* dst, int64_t n) {
-  int64_t i = 0;
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<scalar_t>(src[i]);
+}
+
+// The output rows [0, rows) of one channel, src rows Wq apart, to the
+// contiguous dst. float outputs of kStreamMinBytes or more go around
+// the caches (nothing reads them soon, and the write-allocate reads would
+// double the traffic): packed into `staging`, then streamed in one piece,
+// so that the non-temporal stores fill whole cache lines.
+template <typename scalar_t, typename acc_t>
+CARAFE_INLINE void store_rows(const acc_t* src, scalar_t* dst, int64_t rows,
+                              int64_t Wo, int64_t Wq, acc_t* staging) {
 #ifdef CARAFE_STREAM_STORE_F32
-  if constexpr (Stream && std::is_same_v<scalar_t, float> &&
+  if constexpr (std::is_same_v<scalar_t, float> &&
                 std::is_same_v<acc_t, float>) {
-    for (; i < n && reinterpret_cast<uintptr_t>(dst + i) % 32 != 0; ++i) {
-      dst[i] = src[i];
+    const int64_t n = rows * Wo;
+    if (n * 4 >= kStreamMinBytes) {
+      for (int64_t y = 0; y < rows; ++y) {
+        std::memcpy(staging + y * Wo, src + y * Wq, Wo * sizeof(float));
+      }
+      int64_t i = 0;
+      for (; i < n && reinterpret_cast<uintptr_t>(dst + i) % 32 != 0; ++i) {
+        dst[i] = staging[i];
+      }
+      for (; i + 8 <= n; i += 8) CARAFE_STREAM_STORE_F32(dst + i, staging + i);
+      for (; i < n; ++i) dst[i] = staging[i];
+      return;
     }
-    for (; i + 8 <= n; i += 8) CARAFE_STREAM_STORE_F32(dst + i, src + i);
   }
 #endif
-  for (; i < n; ++i) dst[i] = static_cast<scalar_t>(src[i]);
+  for (int64_t y = 0; y < rows; ++y) store_row(src + y * Wq, dst + y * Wo, Wo);
 }
 
 // dst[ix] = Σ_p src[s·ix + p], p < s: the gradient of an upsampled row.
@@ -312,7 +332,7 @@ int block_size(int64_t remaining) {
 template <typename scalar_t>
 struct Buffers {
   using acc_t = at::opmath_type<scalar_t>;
-  std::vector<acc_t> mb, ub, ob, gmb, gb;
+  std::vector<acc_t> mb, ub, ob, gmb, gb, staging;
 };
 
 // Forward of input rows [iy0, iy1) of group g of sample n.
@@ -357,10 +377,8 @@ CARAFE_NOINLINE void forward_item(const scalar_t* features,
     }
     forward_block_any(cb, mb, ub, ob, rows, urows, Wq, k, s);
     for (int ci = 0; ci < cb; ++ci) {
-      scalar_t* o_dst = output + ((c_first + ci) * Ho + oy0) * Wo;
-      for (int64_t y = 0; y < rows; ++y) {
-        store_row<true>(ob + (ci * rows + y) * Wq, o_dst + y * Wo, Wo);
-      }
+      store_rows(ob + ci * rows * Wq, output + ((c_first + ci) * Ho + oy0) * Wo,
+                 rows, Wo, Wq, buf.staging.data());
     }
   }
   CARAFE_STORE_FENCE();  // order the streamed stores
@@ -495,6 +513,7 @@ void forward_kernel(const scalar_t* features, const scalar_t* masks,
     buf.mb.resize(k2 * s * band * Wq);
     buf.ub.resize(kForwardBlock * (band + 2 * r) * Wp);
     buf.ob.resize(kForwardBlock * s * band * Wq);
+    buf.staging.resize(s * band * geo.Wo());
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item % bands;
       const int64_t g = (item / bands) % geo.G;

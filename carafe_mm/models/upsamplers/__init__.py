@@ -13,6 +13,7 @@ from .dysample import DySample
 from .gum import GUM
 from .nearest import Nearest, NearestConv
 from .pixel_shuffle import PixelShuffle
+from .reassembly import ReassemblyUpsampler
 from .spatial_attention import SpatialAttention
 
 #: The names of the upsamplers, as used in configs' ``type`` keys.
@@ -23,5 +24,5 @@ UPSAMPLERS = ('Nearest', 'Bilinear', 'NearestConv', 'BilinearConv', 'Deconv',
 __all__ = [
     'A2U', 'BaseUpsampler', 'Bilinear', 'BilinearConv', 'CARAFE', 'Deconv',
     'DySample', 'GUM', 'InterpolateUpsampler', 'Nearest', 'NearestConv',
-    'PixelShuffle', 'SpatialAttention', 'UPSAMPLERS'
+    'PixelShuffle', 'ReassemblyUpsampler', 'SpatialAttention', 'UPSAMPLERS'
 ]

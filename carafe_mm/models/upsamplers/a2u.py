@@ -7,8 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.registry import MODELS
 
-from carafe_mm.ops import carafe
-from .base import BaseUpsampler, check_divisible, check_int, pixel_shuffle
+from .base import check_int
+from .reassembly import ReassemblyUpsampler
 
 
 def per_sample_depthwise(x, filters):
@@ -37,7 +37,7 @@ def per_sample_depthwise(x, filters):
 
 
 @MODELS.register_module()
-class A2U(BaseUpsampler):
+class A2U(ReassemblyUpsampler):
     """Affinity-aware upsampling (Dai, Lu, Shen, `Learning Affinity-Aware
     Upsampling for Deep Image Matting <https://arxiv.org/abs/2011.14288>`_,
     CVPR 2021).
@@ -81,10 +81,8 @@ class A2U(BaseUpsampler):
                  rank=1,
                  share_uv=False,
                  init_cfg=None):
-        super().__init__(channels, scale_factor, init_cfg)
-        self.up_kernel = check_int('up_kernel', up_kernel, odd=True)
-        self.up_group = check_int('up_group', up_group)
-        check_divisible('channels', self.channels, 'up_group', self.up_group)
+        super().__init__(channels, scale_factor, up_kernel, up_group,
+                         'softmax', init_cfg)
         self.affinity_kernel = check_int(
             'affinity_kernel', affinity_kernel, odd=True)
         self.rank = check_int('rank', rank)
@@ -93,8 +91,7 @@ class A2U(BaseUpsampler):
         self.u_generator = nn.Conv2d(channels, cd, 1, groups=channels)
         self.v_generator = (None if self.share_uv else nn.Conv2d(
             channels, cd, 1, groups=channels))
-        self.projection = nn.Conv2d(
-            cd, self.up_group * self.scale_factor**2 * self.up_kernel**2, 1)
+        self.projection = nn.Conv2d(cd, self.encoded_channels, 1)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -105,27 +102,15 @@ class A2U(BaseUpsampler):
         nn.init.normal_(self.projection.weight, std=0.001)
         nn.init.zeros_(self.projection.bias)
 
-    def kernels(self, x):
-        """The normalised reassembly kernels, (N, G·k², sH, sW)."""
-        # (N, C, k_a, k_a)
+    def encode(self, x):
+        # (N, C, k_a, k_a): the pooled maps the filters are generated from
         pooled = F.adaptive_avg_pool2d(x, self.affinity_kernel)
         u = per_sample_depthwise(x, self.u_generator(pooled))
         v = (
             u if self.v_generator is None else per_sample_depthwise(
                 x, self.v_generator(pooled)))
-        # (N, G·s²·k², H, W) -> (N, G·k², sH, sW)
-        kernels = pixel_shuffle(self.projection(u * v), self.scale_factor)
-        n, _, h, w = kernels.shape
-        # softmax over the k² taps of each group
-        k2 = self.up_kernel**2
-        kernels = kernels.reshape(n, self.up_group, k2, h, w).softmax(dim=2)
-        return kernels.reshape(n, self.up_group * k2, h, w)
-
-    def forward(self, x):
-        self.check_input(x)
-        return carafe(x, self.kernels(x), self.up_kernel, self.up_group,
-                      self.scale_factor)
+        # (N, C·d, H, W) -> (N, G·s²·k², H, W)
+        return self.projection(u * v)
 
     def extra_repr(self):
-        return (f'{super().extra_repr()}, up_kernel={self.up_kernel}, '
-                f'up_group={self.up_group}, rank={self.rank}')
+        return f'{super().extra_repr()}, rank={self.rank}'
