@@ -11,10 +11,11 @@
 //
 // Forward (output-stationary): a work item is (n, g, a band of input rows).
 // Its masks are converted once into `mb` and stay in cache while the
-// channels of the group stream through in blocks of kForwardBlock: each block's
-// feature rows are upsampled in x (nearest, zero padded) into `ub`, so that
-// tap (ky, kx) of output pixel ox is ub[row + ky][ox + s·kx], a unit-stride
-// load.
+// channels of the group stream through in blocks of kForwardBlock: each
+// block's feature rows are upsampled in x (nearest, zero padded) into `ub`, so
+// that tap (ky, kx) of output pixel ox is ub[row + ky][ox + s·kx], a
+// unit-stride load, and the s output rows of an input row share each load.
+// float outputs are written with non-temporal stores (see store_rows).
 //
 // Backward (input-stationary): a work item is (n, g, a band of input rows).
 // Every product grad_output · masks of tap (ky, kx) at output pixel (oy, ox)
