@@ -62,5 +62,11 @@ then
 else
     pip_install --no-build-isolation --no-deps --use-pep517 -e .
 fi
-"$PYTHON" -c 'import carafe_mm.ops as o; print("[install] compiled op:", o.extension_available())'
+"$PYTHON" - <<'EOF'
+import carafe_mm.ops as ops
+if not ops.extension_available():
+    raise SystemExit(f'[install] carafe_mm._C does not load: '
+                     f'{ops.extension_error()}')
+print('[install] compiled op: loaded')
+EOF
 log 'done'
