@@ -78,7 +78,11 @@ def _setup_testing(cfg, args):
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ValueError(f'--out must be a .pkl file, but got {args.out}')
-        dump = dict(type='DumpResults', out_file_path=args.out)
+        # mmdet's own format (RLE masks, no ground truth) for detection
+        dump = dict(
+            type='DumpDetResults'
+            if cfg.get('default_scope') == 'mmdet' else 'DumpResults',
+            out_file_path=args.out)
         evaluator = cfg.test_evaluator
         cfg.test_evaluator = (list(evaluator) if isinstance(
             evaluator, (list, tuple)) else [evaluator]) + [dump]
@@ -97,7 +101,15 @@ def build_runner(args, mode):
     if args.launcher != 'none' and not torch.cuda.is_available():
         from carafe_mm.engine import init_cpu_distributed
         init_cpu_distributed(args.launcher)
-        cfg.model_wrapper_cfg = dict(type='CPUDistributedDataParallel')
+        # The defaults the runner gives DDP when there is no wrapper config.
+        wrapper = dict(cfg.get('model_wrapper_cfg', None) or {})
+        if wrapper.get('type', 'MMDistributedDataParallel') == \
+                'MMDistributedDataParallel':
+            wrapper['type'] = 'CPUDistributedDataParallel'
+        wrapper.setdefault('broadcast_buffers', False)
+        wrapper.setdefault('find_unused_parameters',
+                           cfg.get('find_unused_parameters', False))
+        cfg.model_wrapper_cfg = wrapper
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
@@ -105,7 +117,11 @@ def build_runner(args, mode):
 
 @contextmanager
 def explain_unsafe_checkpoint(path):
-    """Turn torch's refusal of an unsafe pickle into advice."""
+    """Turn torch's refusal of an unsafe pickle into advice. ``path`` 'auto'
+    (``--resume`` without a path) is the latest checkpoint of the work dir.
+    """
+    if path == 'auto':
+        path = 'the latest checkpoint of the work dir'
     try:
         yield
     except pickle.UnpicklingError as e:

@@ -330,3 +330,44 @@ def test_malicious_checkpoint_is_refused(tmp_path, toy_coco):
     assert result.returncode != 0
     assert 'make_checkpoint_safe.py' in result.stderr
     assert not marker.exists()
+
+
+def test_to_safe_edge_cases(tmp_path):
+    """Subclasses of plain types, 0-d and non-numeric arrays, state-dict
+    metadata, and values with no safe form (a bound method: OneCycleLR keeps
+    one in its state) are left out instead of breaking the load."""
+    import enum
+    import warnings
+    from collections import OrderedDict
+
+    import numpy as np
+
+    class Level(enum.IntEnum):
+        HIGH = 2
+
+    state = OrderedDict(w=torch.ones(1))
+    state._metadata = OrderedDict(conv={'version': 2})
+    checkpoint = dict(
+        meta=dict(
+            name=np.str_('x'),
+            level=Level.HIGH,
+            zero_d=np.array(3.5),
+            words=np.array(['a', 'b']),
+            flag=np.bool_(True)),
+        state_dict=state,
+        param_schedulers=[
+            dict(anneal_func=test_to_safe_edge_cases.__call__, last_step=3)
+        ])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        safe = to_safe(checkpoint)
+    assert any('anneal_func' in str(w.message) for w in caught)
+    path = tmp_path / 'ckpt.pth'
+    torch.save(safe, path)
+    loaded = torch.load(path, weights_only=True)
+    meta = loaded['meta']
+    assert type(meta['name']) is str and type(meta['level']) is int
+    assert meta['zero_d'].shape == () and meta['zero_d'].item() == 3.5
+    assert meta['words'] == ['a', 'b'] and meta['flag'] is True
+    assert loaded['state_dict']._metadata == {'conv': {'version': 2}}
+    assert loaded['param_schedulers'] == [dict(last_step=3)]

@@ -136,3 +136,19 @@ def test_compare_upsamplers(toy_coco, tmp_path):
     assert table[3].startswith('| CARAFE |')
     # CARAFE adds parameters to the FPN
     assert float(table[3].split('|')[2]) > float(table[2].split('|')[2])
+
+
+def test_compare_upsamplers_rejects_bad_arguments(tmp_path):
+    for args in (['--task', 'seg', '--epochs',
+                  '1'], ['--task', 'det', '--iters',
+                         '5'], ['--task', 'det', '--upsamplers', 'bilinear']):
+        result = subprocess.run([
+            sys.executable, 'tools/compare_upsamplers.py', *args, '--work-dir',
+            str(tmp_path)
+        ],
+                                cwd=REPO,
+                                capture_output=True,
+                                text=True,
+                                timeout=300)
+        assert result.returncode == 2, args
+        assert 'error:' in result.stderr

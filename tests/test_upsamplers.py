@@ -345,3 +345,28 @@ def test_complexity_counts_the_op():
         show_table=False,
         show_arch=False)
     assert deconv['flops'] == 64 * 9 * 256 * 256  # 1180k FLOPs per pixel
+
+
+def test_sampling_positions_are_float32_in_bfloat16():
+    """On a wide map, bf16 sampling positions would be off by pixels; they
+    are computed in float32 whatever the input dtype."""
+    x = torch.randn(1, 8, 3, 400).bfloat16()
+    model = DySample(8, 2, groups=2).bfloat16()
+    nn.init.zeros_(model.offset.weight)
+    out = model(x)
+    assert out.dtype == torch.bfloat16
+    expected = F.interpolate(
+        x.float(), scale_factor=2, mode='bilinear', align_corners=False)
+    torch.testing.assert_close(out.float(), expected, rtol=0.01, atol=0.02)
+
+
+def test_init_cfg_is_reapplied_after_a_parent_init():
+    model = CARAFE(
+        16,
+        2,
+        compressed_channels=4,
+        init_cfg=dict(type='Constant', val=0.5, layer='Conv2d'))
+    model.init_weights()
+    nn.init.zeros_(model.content_encoder.weight)  # a parent's init
+    model.init_weights()
+    assert (model.content_encoder.weight == 0.5).all()

@@ -12,6 +12,7 @@ training time and the final metrics is printed. The toy data comes from
 tools/data/make_toy_coco.py (det, mask) or make_toy_ade20k.py (seg).
 """
 import argparse
+import glob
 import json
 import os
 import os.path as osp
@@ -73,16 +74,35 @@ def data_options(task, data_root):
 
 
 def last_metrics(work_dir, keys):
-    """The last validation metrics logged under work_dir."""
+    """The last validation metrics of the newest run logged in work_dir."""
+    runs = sorted((osp.getmtime(path), path) for path in glob.glob(
+        osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
     found = {}
-    for dirpath, _, files in os.walk(work_dir):
-        if 'scalars.json' in files:
-            with open(osp.join(dirpath, 'scalars.json')) as f:
-                for line in f:
-                    record = json.loads(line)
-                    if keys[0] in record:
-                        found = record
+    if runs:
+        with open(runs[-1][1]) as f:
+            for line in f:
+                record = json.loads(line)
+                if keys[0] in record:
+                    found = record
     return {k: found.get(k, float('nan')) for k in keys}
+
+
+def set_length(cfg, length, by_epoch):
+    """Train for ``length`` epochs (or iterations), validate and save once
+    at the end, and stretch the schedulers that ran to the old end."""
+    key = 'max_epochs' if by_epoch else 'max_iters'
+    old = cfg.train_cfg[key]
+    cfg.train_cfg[key] = length
+    cfg.train_cfg.val_interval = length
+    cfg.default_hooks.checkpoint.interval = length
+    for scheduler in cfg.param_scheduler:
+        if scheduler.get('by_epoch', True) != by_epoch:
+            continue  # e.g. an iteration-based warm-up of an epoch schedule
+        if scheduler.get('end', None) == old or scheduler.get('end',
+                                                              0) > length:
+            scheduler.end = length
+        if scheduler.get('T_max', None) == old:
+            scheduler.T_max = length
 
 
 def count_parameters(cfg):
@@ -118,9 +138,19 @@ def main(argv=None):
     from mmengine.config import Config
 
     import carafe_mm.models  # noqa: F401
+    from carafe_mm.models import UPSAMPLERS
     task = TASKS[args.task]
     upsamplers = args.upsamplers or (['bilinear', 'CARAFE'] if args.task
                                      == 'seg' else ['Nearest', 'CARAFE'])
+    known = UPSAMPLERS + (('bilinear', ) if args.task == 'seg' else ())
+    for upsampler in upsamplers:
+        if upsampler not in known:
+            parser.error(f'unknown upsampler {upsampler!r} for --task '
+                         f'{args.task}; choose from {", ".join(known)}')
+    if args.task == 'seg' and args.epochs is not None:
+        parser.error('--epochs is for det and mask; seg trains by --iters')
+    if args.task != 'seg' and args.iters is not None:
+        parser.error('--iters is for seg; det and mask train by --epochs')
     data_root = args.data_root or task['data_root']
     if not osp.isdir(data_root):
         tool = 'make_toy_ade20k' if args.task == 'seg' else 'make_toy_coco'
@@ -132,13 +162,9 @@ def main(argv=None):
         set_upsampler(cfg, args.task, upsampler)
         cfg.merge_from_dict(data_options(args.task, data_root))
         if args.epochs is not None:
-            cfg.train_cfg.max_epochs = args.epochs
-            cfg.train_cfg.val_interval = args.epochs
-            cfg.default_hooks.checkpoint.interval = args.epochs
+            set_length(cfg, args.epochs, by_epoch=True)
         if args.iters is not None:
-            cfg.train_cfg.max_iters = args.iters
-            cfg.train_cfg.val_interval = args.iters
-            cfg.default_hooks.checkpoint.interval = args.iters
+            set_length(cfg, args.iters, by_epoch=False)
         work_dir = osp.abspath(osp.join(args.work_dir, args.task, upsampler))
         os.makedirs(work_dir, exist_ok=True)
         config_path = osp.join(work_dir, f'{args.task}-{upsampler}.py')

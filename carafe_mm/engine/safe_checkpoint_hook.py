@@ -10,12 +10,12 @@ saved cannot be loaded by mmdet's or mmseg's ``tools/test.py``, nor resumed.
 Widening the unpickler's allowlist would not do (``HistoryBuffer`` is
 rebuilt through ``getattr``, which an allowlist cannot make safe), and
 turning ``weights_only`` off would load any code. Instead this hook makes
-what is saved plain: before a checkpoint is written, numpy scalars become
-Python numbers, numpy arrays tensors, and each ``HistoryBuffer`` a tagged
-dict of lists; after a checkpoint is loaded (resume), the tagged dicts become
-``HistoryBuffer`` objects again.
+what is saved plain (:func:`to_safe`): before a checkpoint is written, numpy
+scalars become Python numbers, numpy arrays tensors, each ``HistoryBuffer``
+a tagged dict of lists, and what has no safe form (a scheduler's bound
+method) is left out; after a checkpoint is loaded (resume), the tagged
+dicts become ``HistoryBuffer`` objects again.
 """
-import numbers
 import warnings
 from collections import OrderedDict
 
@@ -28,39 +28,74 @@ from mmengine.registry import HOOKS
 HISTORY_BUFFER_TAG = '__carafe_mm_history_buffer__'
 
 
+class _Dropped:
+    """What :func:`to_safe` returns for a value it cannot make safe."""
+
+
+DROPPED = _Dropped()
+_NUMERIC_KINDS = 'biufc'  # numpy dtype kinds torch.tensor takes
+
+
+def _drop(obj, path):
+    warnings.warn(f'{path}: a {type(obj).__name__} cannot be saved safely '
+                  'and is left out of the checkpoint (on resume the '
+                  'freshly built object keeps its own value)')
+    return DROPPED
+
+
 def to_safe(obj, path='checkpoint'):
-    """A copy of ``obj`` that ``torch.load(weights_only=True)`` accepts."""
-    if isinstance(obj, (torch.Tensor, str, bytes, bool, type(None))):
+    """A copy of ``obj`` that ``torch.load(weights_only=True)`` accepts.
+
+    Subclasses of the plain types (``np.str_``, ``IntEnum``...) become the
+    plain type, numpy scalars Python numbers, numeric numpy arrays tensors
+    (other arrays lists), ``HistoryBuffer`` a tagged dict. What cannot be
+    converted (a bound method, a datetime...) is left out of its dict (so
+    that loading it into a scheduler or hook keeps the live value), or is
+    None in a list.
+    """
+    if isinstance(obj, torch.Tensor) or obj is None:
         return obj
     if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (int, float)):
-        return obj
-    if isinstance(obj, numbers.Number):
-        return complex(obj) if isinstance(obj, complex) else float(obj)
+        return to_safe(obj.item(), path)
+    if isinstance(obj, bool):
+        return bool(obj)
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, bytes):
+        return bytes(obj)
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj)
+    if isinstance(obj, complex):
+        return complex(obj)
     if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(obj))
+        if obj.dtype.kind in _NUMERIC_KINDS:
+            return torch.tensor(obj)
+        return to_safe(obj.tolist(), path)
     if isinstance(obj, HistoryBuffer):
         log_history, count_history = obj.data
         return {
             HISTORY_BUFFER_TAG: True,
-            'log_history': log_history.tolist(),
-            'count_history': count_history.tolist(),
+            'log_history': to_safe(log_history.tolist()),
+            'count_history': to_safe(count_history.tolist()),
             'max_length': int(obj.max_length),
         }
-    if isinstance(obj, OrderedDict):
-        return OrderedDict(
-            (k, to_safe(v, f'{path}.{k}')) for k, v in obj.items())
     if isinstance(obj, dict):
-        return {k: to_safe(v, f'{path}.{k}') for k, v in obj.items()}
+        items = ((k, to_safe(v, f'{path}.{k}')) for k, v in obj.items())
+        items = [(k, v) for k, v in items if v is not DROPPED]
+        if not isinstance(obj, OrderedDict):
+            return dict(items)
+        safe = OrderedDict(items)
+        metadata = getattr(obj, '_metadata', None)  # state dicts' versions
+        if metadata is not None:
+            safe._metadata = to_safe(metadata, f'{path}._metadata')
+        return safe
     if isinstance(obj, (list, tuple)):
         items = [to_safe(v, f'{path}[{i}]') for i, v in enumerate(obj)]
+        items = [None if v is DROPPED else v for v in items]
         return items if isinstance(obj, list) else tuple(items)
-    if isinstance(obj, torch.Size):
-        return tuple(obj)
-    warnings.warn(f'{path}: a {type(obj).__name__} cannot be saved safely; '
-                  'storing its repr instead')
-    return repr(obj)
+    return _drop(obj, path)
 
 
 def from_safe(obj):
@@ -88,7 +123,7 @@ class SafeCheckpointHook(Hook):
     (carafe_mm's configs and ``tools/train.py`` do).
     """
 
-    priority = 'VERY_LOW'  # after every other hook has added its entries
+    priority = 'LOWEST'  # after every other hook has added its entries
 
     def before_save_checkpoint(self, runner, checkpoint):
         safe = to_safe(checkpoint)

@@ -79,6 +79,9 @@ class BaseUpsampler(BaseModule):
 
     def init_weights(self):
         if self.init_cfg:
+            # Apply init_cfg again even if it was applied before: a parent's
+            # initialisation may have overwritten it since.
+            self._is_init = False
             super().init_weights()
         else:
             self.reset_parameters()

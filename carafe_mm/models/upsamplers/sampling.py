@@ -23,16 +23,19 @@ def sample_with_offsets(x, offsets, scale_factor):
         scale_factor (int): s.
 
     Returns:
-        Tensor: (N, C, sH, sW).
+        Tensor: (N, C, sH, sW), of x's dtype (computed in float32).
     """
     n, c, h, w = x.shape
     groups = offsets.shape[1] // 2
     out_h, out_w = offsets.shape[2:]
     s = scale_factor
+    # Positions in float32 whatever x's dtype: in half precision they would
+    # be off by up to a pixel on wide maps.
+    offsets = offsets.float()
     # (sW,), (sH,): output pixel centres in input pixels, plus the half pixel
     # of grid_sample's align_corners=False convention
-    xs = (torch.arange(out_w, device=x.device, dtype=x.dtype) + 0.5) / s
-    ys = (torch.arange(out_h, device=x.device, dtype=x.dtype) + 0.5) / s
+    xs = (torch.arange(out_w, device=x.device, dtype=torch.float32) + 0.5) / s
+    ys = (torch.arange(out_h, device=x.device, dtype=torch.float32) + 0.5) / s
     # (N, g, 2, sH, sW) -> (N·g, sH, sW, 2), normalised to [-1, 1]
     offsets = offsets.reshape(n, groups, 2, out_h, out_w)
     gx = (xs.view(1, 1, 1, -1) + offsets[:, :, 0]) * (2.0 / w) - 1
@@ -40,9 +43,9 @@ def sample_with_offsets(x, offsets, scale_factor):
     grid = torch.stack((gx, gy), dim=-1).reshape(n * groups, out_h, out_w, 2)
     # (N·g, C/g, H, W) sampled to (N·g, C/g, sH, sW)
     out = F.grid_sample(
-        x.reshape(n * groups, c // groups, h, w),
+        x.float().reshape(n * groups, c // groups, h, w),
         grid,
         mode='bilinear',
         padding_mode='border',
         align_corners=False)
-    return out.reshape(n, c, out_h, out_w)
+    return out.reshape(n, c, out_h, out_w).to(x.dtype)
