@@ -412,19 +412,27 @@ CARAFE_NOINLINE void backward_item(
                           std::min<int64_t>(k, iy + r + 1));
   };
 
+  // fn(row of the masks tensor, row of mb / gmb) for every mask row that
+  // input row a + i owns: tap t of output row oy = s·(a + i + r - ky) + py.
   const int64_t mask_offset = (n * geo.G + g) * k2 * Ho * Wo;
-  for (int64_t i = 0; i < nb; ++i) {
+  auto for_each_owned_row = [&](int64_t i, auto&& fn) {
     const auto [ky0, ky1] = ky_range(a + i);
     for (int64_t ky = ky0; ky < ky1; ++ky) {
       const int64_t oy_base = s * (a + i + r - ky);
       for (int64_t kx = 0; kx < k; ++kx) {
         const int64_t t = ky * k + kx;
         for (int64_t py = 0; py < s; ++py) {
-          load_padded_row(masks + mask_offset + (t * Ho + oy_base + py) * Wo,
-                          mb + i * m_row + (t * s + py) * Wp, Wo, pad, Wp);
+          fn(mask_offset + (t * Ho + oy_base + py) * Wo,
+             i * m_row + (t * s + py) * Wp);
         }
       }
     }
+  };
+
+  for (int64_t i = 0; i < nb; ++i) {
+    for_each_owned_row(i, [&](int64_t tensor_row, int64_t buffer_row) {
+      load_padded_row(masks + tensor_row, mb + buffer_row, Wo, pad, Wp);
+    });
   }
   std::fill(gmb, gmb + nb * m_row, acc_t(0));
 
@@ -459,20 +467,12 @@ CARAFE_NOINLINE void backward_item(
     }
   }
 
-  scalar_t* gm_dst = grad_masks + mask_offset;
   for (int64_t i = 0; i < nb; ++i) {
-    const auto [ky0, ky1] = ky_range(a + i);
-    for (int64_t ky = ky0; ky < ky1; ++ky) {
-      const int64_t oy_base = s * (a + i + r - ky);
-      for (int64_t kx = 0; kx < k; ++kx) {
-        const int64_t t = ky * k + kx;
-        for (int64_t py = 0; py < s; ++py) {
-          store_row(gmb + i * m_row + (t * s + py) * Wp + pad,
-                    gm_dst + (t * Ho + oy_base + py) * Wo, Wo);
-        }
-      }
-    }
+    for_each_owned_row(i, [&](int64_t tensor_row, int64_t buffer_row) {
+      store_row(gmb + buffer_row + pad, grad_masks + tensor_row, Wo);
+    });
   }
+  scalar_t* gm_dst = grad_masks + mask_offset;
   // grad_masks rows of taps that only ever see the zero padding above the
   // first or below the last input row (virtual rows iv < 0 or iv >= H)
   // belong to the first and the last band.
