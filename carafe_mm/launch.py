@@ -1,15 +1,21 @@
 """What ``tools/train.py`` and ``tools/test.py`` share: arguments, building
 the runner from a config (any library: the config's ``default_scope``
-decides), and a clear message for checkpoints that are not safe to load."""
+decides), and a clear message for checkpoints that are not safe to load.
+
+Importing it registers carafe_mm's checkpoint loaders, which load local
+files, URLs and model-zoo names with ``weights_only=True``
+(:mod:`carafe_mm.engine.safe_loading`)."""
 import os
 import os.path as osp
-import pickle
 from contextlib import contextmanager
 
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+
+from carafe_mm.engine import (CorruptCheckpointError, UnsafeCheckpointError,
+                              register_safe_loaders)
 
 SAFE_HOOK = 'SafeCheckpointHook'
 
@@ -42,8 +48,10 @@ def load_config(args):
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
-    # Checkpoints this run writes must load with weights_only=True.
-    import carafe_mm.engine  # noqa: F401  (registers the hook)
+    # The config's custom_imports may have registered checkpoint loaders:
+    # every checkpoint this run reads is loaded with weights_only=True ...
+    register_safe_loaders()
+    # ... and those it writes must load that way too.
     hooks = list(cfg.get('custom_hooks', None) or [])
     if not any(h.get('type') == SAFE_HOOK for h in hooks):
         hooks.append(dict(type=SAFE_HOOK))
@@ -116,21 +124,11 @@ def build_runner(args, mode):
 
 
 @contextmanager
-def explain_unsafe_checkpoint(path):
-    """Turn torch's refusal of an unsafe pickle into advice. ``path`` 'auto'
-    (``--resume`` without a path) is the latest checkpoint of the work dir.
-    """
-    if path == 'auto':
-        path = 'the latest checkpoint of the work dir'
+def explain_unsafe_checkpoint():
+    """Exit with the message of a checkpoint that carafe_mm's loaders
+    refused (unsafe, empty or truncated: the message names the file and
+    what to do), without a traceback."""
     try:
         yield
-    except pickle.UnpicklingError as e:
-        if 'Weights only load failed' not in str(e):
-            raise
-        raise SystemExit(
-            f'{path} holds objects that torch.load(weights_only=True) refuses '
-            '(it was not saved by carafe_mm\'s SafeCheckpointHook). Loading '
-            'it would run arbitrary code. If you trust where it came from, '
-            'rewrite it safely with\n  python tools/misc/'
-            f'make_checkpoint_safe.py {path} SAFE.pth --trust\n'
-            f'torch said: {str(e).splitlines()[0]}') from e
+    except (UnsafeCheckpointError, CorruptCheckpointError) as e:
+        raise SystemExit(f'error: {e}') from e

@@ -33,8 +33,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    runner = launch.build_runner(args, mode='test')
-    with launch.explain_unsafe_checkpoint(args.checkpoint):
+    with launch.explain_unsafe_checkpoint():
+        runner = launch.build_runner(args, mode='test')
         runner.test()
 
 

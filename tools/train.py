@@ -41,8 +41,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    runner = launch.build_runner(args, mode='train')
-    with launch.explain_unsafe_checkpoint(args.resume):
+    with launch.explain_unsafe_checkpoint():
+        runner = launch.build_runner(args, mode='train')
         runner.train()
 
 

@@ -3,8 +3,9 @@
 
     python tools/misc/make_checkpoint_safe.py IN.pth OUT.pth --trust
 
-Reading IN.pth unpickles arbitrary objects, which can run code: only do it
-for files whose origin you trust (hence --trust). The output keeps tensors
+Reading IN.pth unpickles it with ``weights_only=False``, which runs any code
+it holds: --trust says that you trust where it comes from. Do not use it on
+a file carafe_mm refused to load unless you do. The output keeps tensors
 and plain Python values; numpy values become Python numbers / tensors and
 mmengine HistoryBuffers tagged dicts (restored by SafeCheckpointHook on
 resume).
@@ -29,11 +30,13 @@ def main(argv=None):
     parser.add_argument(
         '--trust',
         action='store_true',
-        help='confirm that src comes from a trusted source')
+        help='unpickle src with weights_only=False, which runs any code it '
+        'holds: only for a file whose origin you trust')
     args = parser.parse_args(argv)
     if not args.trust:
-        parser.error('reading an unsafe checkpoint can run arbitrary code; '
-                     'pass --trust if you trust its source')
+        parser.error(f'reading {args.src} unpickles it with weights_only='
+                     'False, which runs any code it holds; pass --trust only '
+                     'if you trust where it comes from')
     checkpoint = torch.load(args.src, map_location='cpu', weights_only=False)
     torch.save(to_safe(checkpoint), args.dst)
     torch.load(args.dst, map_location='cpu', weights_only=True)  # check
