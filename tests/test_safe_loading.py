@@ -339,3 +339,34 @@ def test_tools_train_names_pretrained_and_resumed_files(
         str(work_dir), '--resume', '--cfg-options', *data
     ], tmp_path)
     _assert_refused(result, evil, marker)
+
+
+def _make_checkpoint_safe():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'make_checkpoint_safe',
+        osp.join(REPO, 'tools', 'misc', 'make_checkpoint_safe.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_make_checkpoint_safe_rewrites_what_was_refused(tmp_path, capsys):
+    """The command a refusal suggests: refused without --trust, with it the
+    rewritten checkpoint loads."""
+    import numpy as np
+    src, dst = str(tmp_path / 'old.pth'), str(tmp_path / 'SAFE.pth')
+    torch.save({'state_dict': weights(), 'meta': {'best': np.float64(.5)}},
+               src)
+    with pytest.raises(UnsafeCheckpointError, match='numpy'):
+        _load_checkpoint(src)
+    main = _make_checkpoint_safe()
+    with pytest.raises(SystemExit):
+        main([src, dst])
+    assert 'runs any code it holds' in capsys.readouterr().err
+    assert not osp.exists(dst)
+    main([src, dst, '--trust'])
+    loaded = _load_checkpoint(dst)
+    assert loaded['meta'] == {'best': 0.5}
+    assert torch.equal(loaded['state_dict']['conv1.weight'],
+                       weights()['conv1.weight'])
