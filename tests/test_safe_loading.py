@@ -356,8 +356,8 @@ def test_make_checkpoint_safe_rewrites_what_was_refused(tmp_path, capsys):
     rewritten checkpoint loads."""
     import numpy as np
     src, dst = str(tmp_path / 'old.pth'), str(tmp_path / 'SAFE.pth')
-    torch.save({'state_dict': weights(), 'meta': {'best': np.float64(.5)}},
-               src)
+    meta = dict(best=np.float64(.5))  # what mmengine's runner saves
+    torch.save(dict(state_dict=weights(), meta=meta), src)
     with pytest.raises(UnsafeCheckpointError, match='numpy'):
         _load_checkpoint(src)
     main = _make_checkpoint_safe()
