@@ -3,7 +3,11 @@
 # dataset written by tools/data/make_toy_coco.py. The leaf configs choose
 # the FPN's upsampler.
 _base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['carafe_mm.mmdet'], allow_failed_imports=False)
+# CheckedCocoDataset: CocoDataset with errors and warnings that name the
+# annotation file (carafe_mm/datasets).
+custom_imports = dict(
+    imports=['carafe_mm.mmdet', 'carafe_mm.datasets.checked_coco_dataset'],
+    allow_failed_imports=False)
 custom_hooks = [dict(type='SafeCheckpointHook')]
 
 classes = ('square', 'disk', 'triangle')
@@ -58,6 +62,7 @@ train_dataloader = dict(
     num_workers=0,
     persistent_workers=False,
     dataset=dict(
+        type='CheckedCocoDataset',
         data_root=data_root,
         metainfo=dict(classes=classes),
         ann_file='annotations/instances_train.json',
@@ -68,6 +73,7 @@ val_dataloader = dict(
     num_workers=0,
     persistent_workers=False,
     dataset=dict(
+        type='CheckedCocoDataset',
         data_root=data_root,
         metainfo=dict(classes=classes),
         ann_file='annotations/instances_val.json',

@@ -3,7 +3,11 @@
 # of the toy ADE20K-layout dataset written by tools/data/make_toy_ade20k.py.
 # The leaf configs choose the head's upsamplers.
 _base_ = 'mmseg::upernet/upernet_r50_4xb4-80k_ade20k-512x512.py'
-custom_imports = dict(imports=['carafe_mm.mmseg'], allow_failed_imports=False)
+# CheckSegMap, after LoadAnnotations: a label map of the wrong size, channels
+# or values is an error that names the file (carafe_mm/datasets).
+custom_imports = dict(
+    imports=['carafe_mm.mmseg', 'carafe_mm.datasets.check_seg_map'],
+    allow_failed_imports=False)
 custom_hooks = [dict(type='SafeCheckpointHook')]
 
 norm_cfg = dict(type='BN', requires_grad=True)
@@ -29,6 +33,7 @@ model = dict(
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='CheckSegMap', num_classes=len(metainfo['classes'])),
     dict(
         type='RandomResize',
         scale=(128, 128),
@@ -42,6 +47,7 @@ test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(128, 128), keep_ratio=True),
     dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='CheckSegMap', num_classes=len(metainfo['classes'])),
     dict(type='PackSegInputs')
 ]
 # ADE20K's layout and label convention (0 = unlabelled, reduce_zero_label),

@@ -1,0 +1,334 @@
+"""tools/data/check_dataset.py on the toy sets (clean) and on corrupted
+copies (every planted fault named), and the training-time errors and
+warnings of CheckedCocoDataset and CheckSegMap that name the file."""
+import json
+import math
+import os
+import os.path as osp
+import re
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from mmengine.config import Config
+
+from .utils import REPO, toy_data_options
+
+FASTER_TOY = 'configs/toy/faster-rcnn_r18_fpn-carafe_toy.py'
+UPERNET_TOY = 'configs/toy/upernet_r18-carafe_toy.py'
+
+
+def run(args, timeout=300):
+    result = subprocess.run(
+        args, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return result.returncode, result.stdout + result.stderr
+
+
+def check_dataset(config, options, *extra):
+    return run([
+        sys.executable, 'tools/data/check_dataset.py', config, *extra,
+        '--cfg-options', *options
+    ])
+
+
+def seg_options(root):
+    return [
+        f'{split}_dataloader.dataset.data_root={root}/'
+        for split in ('train', 'val', 'test')
+    ]
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path, data, **kwargs):
+    with open(path, 'w') as f:
+        json.dump(data, f, **kwargs)
+
+
+@pytest.fixture
+def coco(toy_coco, tmp_path):
+    """A copy of the toy COCO set to corrupt."""
+    return shutil.copytree(toy_coco, str(tmp_path / 'coco'))
+
+
+@pytest.fixture
+def ade(toy_ade20k, tmp_path):
+    """A copy of the toy ADE20K set to corrupt."""
+    return shutil.copytree(toy_ade20k, str(tmp_path / 'ade'))
+
+
+def test_clean_toy_sets_pass(toy_coco, toy_ade20k):
+    rc, out = check_dataset(FASTER_TOY, toy_data_options(toy_coco))
+    assert rc == 0, out
+    assert 'No problems found.' in out
+    assert '8 images' in out and 'test: the same dataset as val' in out
+    rc, out = check_dataset(UPERNET_TOY, seg_options(toy_ade20k))
+    assert rc == 0, out
+    assert 'No problems found.' in out and '4 classes' in out
+
+
+def plant_coco_faults(root):
+    """Corrupt the train annotations and images; return what to find."""
+    ann_file = osp.join(root, 'annotations', 'instances_train.json')
+    data = read_json(ann_file)
+    anns = data['annotations']
+    assert len(anns) >= 6
+    anns[0]['bbox'][2] = 0  # degenerate
+    anns[1]['bbox'][0] = math.nan
+    anns[2]['category_id'] = 99
+    anns[3]['image_id'] = 999
+    anns[4]['bbox'][:2] = [500.0, 500.0]  # outside the 96x96 image
+    del anns[5]['bbox']
+    write_json(ann_file, data)  # NaN is written as NaN, which json reads
+    images = data['images']
+    missing = osp.join(root, 'train', images[1]['file_name'])
+    os.remove(missing)
+    unreadable = osp.join(root, 'train', images[2]['file_name'])
+    with open(unreadable, 'wb') as f:
+        f.write(b'not a PNG at all')
+    data_root = root + '/'
+    return {
+        f'annotation id {anns[0]["id"]}': 'width or height <= 0',
+        f'annotation id {anns[1]["id"]}': 'has NaN or inf',
+        f'annotation id {anns[2]["id"]}': "category_id 99 is not in",
+        f'annotation id {anns[3]["id"]}': 'refers to image_id 999',
+        f'annotation id {anns[4]["id"]}': 'is outside the 96x96 image',
+        f'annotation id {anns[5]["id"]}': 'has no bbox',
+        data_root + 'train/' + images[1]['file_name']: 'does not exist',
+        data_root + 'train/' + images[2]['file_name']:
+        'is not a readable image',
+    }, ann_file
+
+
+def malformed_json(path):
+    """Rewrite ``path`` with a syntax error on a line of its own; return
+    the error json itself reports for it."""
+    text = json.dumps(read_json(path), indent=1)
+    text = text.replace('"file_name":', '"file_name"', 1)
+    with open(path, 'w') as f:
+        f.write(text)
+    with pytest.raises(json.JSONDecodeError) as info:
+        json.loads(text)
+    assert info.value.lineno > 1
+    return f'line {info.value.lineno}, column {info.value.colno}'
+
+
+def test_corrupted_coco_every_fault_named(coco):
+    expected, train_ann = plant_coco_faults(coco)
+    val_ann = osp.join(coco, 'annotations', 'instances_val.json')
+    position = malformed_json(val_ann)
+    no_images = osp.join(coco, 'annotations', 'instances_test.json')
+    data = read_json(osp.join(coco, 'annotations', 'instances_train.json'))
+    del data['images']
+    write_json(no_images, data)
+    rc, out = check_dataset(FASTER_TOY, [
+        *toy_data_options(coco),
+        'test_dataloader.dataset.ann_file=annotations/instances_test.json'
+    ])
+    assert rc == 1, out
+    lines = out.splitlines()
+    for where, what in expected.items():
+        assert any(where in line and what in line
+                   for line in lines), (where, what, out)
+    for line in lines:
+        if 'annotation id' in line:
+            assert train_ann in line
+    assert any(
+        val_ann in line and 'is not valid JSON' in line and position in line
+        for line in lines), out
+    assert any(no_images in line and "no 'images' key" in line
+               for line in lines), out
+    assert 'problems in' in out.splitlines()[-1]
+
+
+def plant_ade_faults(root):
+    ann = osp.join(root, 'annotations', 'training')
+    img = osp.join(root, 'images', 'training')
+    label = cv2.imread(osp.join(ann, 'toy_000000.png'), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(osp.join(ann, 'toy_000000.png'), label[:80])
+    cv2.imwrite(
+        osp.join(ann, 'toy_000001.png'),
+        np.repeat(label[..., None], 3, axis=2) * 40)
+    label[10, 10] = 199
+    cv2.imwrite(osp.join(ann, 'toy_000002.png'), label)
+    os.remove(osp.join(img, 'toy_000003.jpg'))
+    with open(osp.join(img, 'toy_000004.jpg'), 'wb') as f:
+        f.write(b'\xff\xd8 truncated')
+    os.remove(osp.join(ann, 'toy_000005.png'))
+    return {
+        osp.join(ann, 'toy_000000.png'): 'is 96x80 (WxH) but its image',
+        osp.join(ann, 'toy_000001.png'): 'has 3 channels',
+        osp.join(ann, 'toy_000002.png'): 'has values 199 outside the 4',
+        osp.join(ann, 'toy_000003.png'): 'has no image',
+        osp.join(img, 'toy_000004.jpg'): 'is not a readable image',
+        osp.join(ann, 'toy_000005.png'): 'does not exist',
+    }
+
+
+def test_corrupted_ade20k_every_fault_named(ade):
+    expected = plant_ade_faults(ade)
+    rc, out = check_dataset(UPERNET_TOY, seg_options(ade), '--split', 'train',
+                            'val')
+    assert rc == 1, out
+    lines = out.splitlines()
+    for where, what in expected.items():
+        assert any(where in line and what in line
+                   for line in lines), (where, what, out)
+    assert 'train: 5 errors, 1 left out' in out, out
+    assert 'val: no problems' in out
+
+
+# Training time.
+
+
+def build(config, split, **dataset_options):
+    from mmengine.registry import DATASETS, init_default_scope
+    cfg = Config.fromfile(osp.join(REPO, config))
+    init_default_scope(cfg.default_scope)
+    dataset = cfg[f'{split}_dataloader'].dataset
+    dataset.update(dataset_options)
+    return DATASETS.build(dataset)
+
+
+def test_checked_coco_dataset_is_coco_dataset_on_clean_data(toy_coco):
+    checked = build(FASTER_TOY, 'train', data_root=toy_coco + '/')
+    plain = build(
+        FASTER_TOY, 'train', data_root=toy_coco + '/', type='CocoDataset')
+    assert type(checked).__name__ == 'CheckedCocoDataset'
+    assert len(checked) == len(plain) == 8
+    assert [checked.get_data_info(i)
+            for i in range(8)] == [plain.get_data_info(i) for i in range(8)]
+
+
+def test_coco_training_errors_name_the_file(coco):
+    ann_file = osp.join(coco, 'annotations', 'instances_train.json')
+    data = read_json(ann_file)
+
+    position = malformed_json(ann_file)
+    with pytest.raises(
+            ValueError,
+            match=f'{re.escape(ann_file)} is not valid JSON: '
+            f'.* at {position}'):
+        build(FASTER_TOY, 'train', data_root=coco + '/')
+    with open(ann_file, 'w'):
+        pass
+    with pytest.raises(ValueError, match=f'{re.escape(ann_file)} is empty'):
+        build(FASTER_TOY, 'train', data_root=coco + '/')
+    for key in ('images', 'annotations', 'categories'):
+        write_json(ann_file, {k: v for k, v in data.items() if k != key})
+        with pytest.raises(
+                ValueError, match=f"{re.escape(ann_file)}: no '{key}' key"):
+            build(FASTER_TOY, 'train', data_root=coco + '/')
+    # An image-info file (no annotations) is fine in test mode.
+    write_json(ann_file, {k: v for k, v in data.items() if k != 'annotations'})
+    assert len(
+        build(FASTER_TOY, 'val', data_root=coco + '/', ann_file=ann_file)) == 8
+
+    renamed = json.loads(json.dumps(data))
+    renamed['categories'][1]['name'] = 'circle'
+    write_json(ann_file, renamed)
+    with pytest.raises(ValueError, match=r"classes \('disk',\) are not"):
+        build(FASTER_TOY, 'train', data_root=coco + '/')
+
+    broken = json.loads(json.dumps(data))
+    del broken['annotations'][3]['bbox']
+    write_json(ann_file, broken)
+    with pytest.raises(
+            ValueError,
+            match=f'{re.escape(ann_file)}: 1 annotations cannot '
+            f'be read: annotation id 4 has no bbox'):
+        build(FASTER_TOY, 'train', data_root=coco + '/')
+
+    empty = json.loads(json.dumps(data))
+    for ann in empty['annotations']:
+        ann['bbox'][2] = 0.5
+    write_json(ann_file, empty)
+    with pytest.warns(UserWarning), pytest.raises(
+            ValueError, match=f'{re.escape(ann_file)}: no image is left of 8'):
+        build(FASTER_TOY, 'train', data_root=coco + '/')
+
+
+def test_coco_dropped_annotations_warn_with_file_and_counts(coco):
+    ann_file = osp.join(coco, 'annotations', 'instances_train.json')
+    data = read_json(ann_file)
+    total = len(data['annotations'])
+    data['annotations'][0]['bbox'][3] = -1
+    data['annotations'][1]['bbox'][1] = math.inf
+    data['annotations'][2]['category_id'] = 7
+    write_json(ann_file, data)
+    with pytest.warns(UserWarning) as record:
+        dataset = build(FASTER_TOY, 'train', data_root=coco + '/')
+    messages = [str(w.message) for w in record if ann_file in str(w.message)]
+    assert len(messages) == 1, [str(w.message) for w in record]
+    assert f'mmdet leaves out 3 of {total} annotations (1 degenerate bbox, ' \
+        '1 NaN/inf bbox, 1 unknown category_id)' in messages[0]
+    kept = sum(
+        len(dataset.get_data_info(i)['instances'])
+        for i in range(len(dataset)))
+    assert kept == total - 3  # the same annotations CocoDataset keeps
+
+
+def test_check_seg_map_names_the_file(ade):
+    plant_ade_faults(ade)
+    ann = osp.join(ade, 'annotations', 'training')
+    dataset = build(UPERNET_TOY, 'train', data_root=ade + '/')
+    by_name = {
+        osp.basename(dataset.get_data_info(i)['seg_map_path']): i
+        for i in range(len(dataset))
+    }
+    cases = {
+        'toy_000000.png':
+        r'is 96x80 \(WxH\) but its image .*toy_000000.jpg '
+        'is 96x96',
+        'toy_000001.png':
+        'has 3 channels',
+        'toy_000002.png':
+        r'has label values 198 after reduce_zero_label, '
+        r'outside the 4 classes \[0, 4\) and the ignore index 255',
+    }
+    for name, message in cases.items():
+        with pytest.raises(
+                ValueError,
+                match=f'{re.escape(osp.join(ann, name))} '
+                f'{message}'):
+            dataset[by_name[name]]
+    assert dataset[by_name['toy_000006.png']]['inputs'].shape[1:] == (96, 96)
+    val = build(UPERNET_TOY, 'val', data_root=ade + '/')
+    assert val[0]['data_samples'].gt_sem_seg.data.shape == (1, 96, 96)
+
+
+def test_check_seg_map_argument():
+    from carafe_mm.datasets.check_seg_map import CheckSegMap
+    for bad in (0, 2.5, True, None):
+        with pytest.raises(ValueError, match='num_classes must be a positive'):
+            CheckSegMap(num_classes=bad)
+
+
+def test_train_py_errors_name_the_file(coco, ade, tmp_path):
+    ann_file = osp.join(coco, 'annotations', 'instances_train.json')
+    data = read_json(ann_file)
+    del data['images']
+    write_json(ann_file, data)
+    rc, out = run([
+        sys.executable, 'tools/train.py', FASTER_TOY, '--work-dir',
+        str(tmp_path / 'det'), '--cfg-options', *toy_data_options(coco)
+    ])
+    assert rc != 0
+    assert f"{ann_file}: no 'images' key" in out, out[-3000:]
+
+    label = osp.join(ade, 'annotations', 'training', 'toy_000003.png')
+    rgb = cv2.imread(label, cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(label, np.repeat(rgb[..., None], 3, axis=2))
+    rc, out = run([
+        sys.executable, 'tools/train.py', UPERNET_TOY, '--work-dir',
+        str(tmp_path / 'seg'), '--cfg-options', 'train_cfg.max_iters=2',
+        *seg_options(ade)
+    ])
+    assert rc != 0
+    assert f'{label} has 3 channels' in out, out[-3000:]
