@@ -21,16 +21,28 @@
 
 namespace carafe_mm {
 
-// Raise a ValueError / TypeError naming the offending argument unless the
-// arguments describe a valid CARAFE call. Mirrored in Python by
-// carafe_mm/ops/carafe.py::check_carafe_args for the fake kernel.
-void check_carafe_forward_args(const at::Tensor& features,
-                               const at::Tensor& masks, int64_t kernel_size,
-                               int64_t group_size, int64_t scale_factor);
+// The integer arguments of the op, after check_carafe_*_args.
+struct CarafeArgs {
+  int64_t kernel_size, group_size, scale_factor;
+};
 
-void check_carafe_backward_args(const at::Tensor& grad_output,
-                                const at::Tensor& features,
-                                const at::Tensor& masks, int64_t kernel_size,
-                                int64_t group_size, int64_t scale_factor);
+// Raise a ValueError / TypeError naming the offending argument unless the
+// arguments describe a valid CARAFE call; return the integer arguments.
+// The schema takes them as Scalar so that a bool or a float (2.5 would
+// otherwise be truncated to 2) is refused here rather than converted.
+// No product of sizes in the checks can overflow int64. Mirrored in Python
+// by carafe_mm/ops/_checks.py for the fake kernel.
+CarafeArgs check_carafe_forward_args(const at::Tensor& features,
+                                     const at::Tensor& masks,
+                                     const c10::Scalar& kernel_size,
+                                     const c10::Scalar& group_size,
+                                     const c10::Scalar& scale_factor);
+
+CarafeArgs check_carafe_backward_args(const at::Tensor& grad_output,
+                                      const at::Tensor& features,
+                                      const at::Tensor& masks,
+                                      const c10::Scalar& kernel_size,
+                                      const c10::Scalar& group_size,
+                                      const c10::Scalar& scale_factor);
 
 }  // namespace carafe_mm

@@ -11,6 +11,7 @@ import operator
 import torch
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+INT64_MAX = 2**63 - 1
 
 
 def as_int(name, value):
@@ -18,10 +19,14 @@ def as_int(name, value):
     if isinstance(value, bool):
         raise TypeError(f'carafe: {name} must be an integer, but got {value}')
     try:
-        return operator.index(value)
+        value = operator.index(value)
     except TypeError:
         raise TypeError(f'carafe: {name} must be an integer, but got '
                         f'{type(value).__name__} {value!r}') from None
+    if value > INT64_MAX:  # the op's schema takes int64
+        raise ValueError(
+            f'carafe: {name} must be at most 2**63 - 1, but got {value}')
+    return value
 
 
 def check_carafe_args(features, masks, kernel_size, group_size, scale_factor):
@@ -67,15 +72,27 @@ def check_carafe_args(features, masks, kernel_size, group_size, scale_factor):
         f'size as features ({n}), but got {masks.shape[0]}')
     mask_channels = group_size * kernel_size * kernel_size
     torch._check_value(
+        mask_channels <= INT64_MAX,
+        lambda: 'carafe: group_size * kernel_size**2 must be at most '
+        f'2**63 - 1, but got group_size = {group_size}, kernel_size = '
+        f'{kernel_size}')
+    torch._check_value(
         masks.shape[1] == mask_channels,
         lambda: 'carafe: masks must have group_size * kernel_size**2 = '
         f'{mask_channels} channels, but got {masks.shape[1]}')
     torch._check_value(
         masks.shape[2] == scale_factor * h
         and masks.shape[3] == scale_factor * w,
-        lambda: f'carafe: masks must be scale_factor ({scale_factor}) times '
-        f'the spatial size of features, ({scale_factor * h}, '
-        f'{scale_factor * w}), but got ({masks.shape[2]}, {masks.shape[3]})')
+        lambda: _size_message(masks, h, w, scale_factor))
+
+
+def _size_message(masks, h, w, s):
+    if max(s * h, s * w) > INT64_MAX:
+        return (f'carafe: scale_factor ({s}) times the spatial size of '
+                f'features ({h}, {w}) must be at most 2**63 - 1')
+    return (f'carafe: masks must be scale_factor ({s}) times the spatial '
+            f'size of features, ({s * h}, {s * w}), but got '
+            f'({masks.shape[2]}, {masks.shape[3]})')
 
 
 def check_carafe_backward_args(grad_output, features, masks, kernel_size,

@@ -24,8 +24,10 @@ import warnings
 
 import torch
 
+from ._autograd import CarafeFunction, register_autograd
 from ._checks import as_int, check_carafe_args, check_carafe_backward_args
 from ._extension import extension_available, extension_error, has_kernel
+from .onnx import carafe_taps, export_with_taps
 from .reference import carafe_reference
 
 BACKENDS = ('auto', 'compiled', 'reference')
@@ -60,6 +62,11 @@ if extension_available():
     @torch.library.register_fake('carafe_mm::carafe_forward')
     def _carafe_forward_fake(features, masks, kernel_size, group_size,
                              scale_factor):
+        # The schema takes Scalars: refuse bools and floats as the C++ does.
+        kernel_size, group_size, scale_factor = (as_int(
+            'kernel_size', kernel_size), as_int(
+                'group_size', group_size), as_int('scale_factor',
+                                                  scale_factor))
         check_carafe_args(features, masks, kernel_size, group_size,
                           scale_factor)
         n, c, h, w = features.shape
@@ -68,24 +75,24 @@ if extension_available():
     @torch.library.register_fake('carafe_mm::carafe_backward')
     def _carafe_backward_fake(grad_output, features, masks, kernel_size,
                               group_size, scale_factor):
+        kernel_size, group_size, scale_factor = (as_int(
+            'kernel_size', kernel_size), as_int(
+                'group_size', group_size), as_int('scale_factor',
+                                                  scale_factor))
         check_carafe_backward_args(grad_output, features, masks, kernel_size,
                                    group_size, scale_factor)
         return (features.new_empty(features.shape),
                 masks.new_empty(masks.shape))
 
-    def _setup_context(ctx, inputs, output):
-        features, masks, kernel_size, group_size, scale_factor = inputs
-        ctx.save_for_backward(features, masks)
-        ctx.params = (kernel_size, group_size, scale_factor)
+    register_autograd()
 
-    def _backward(ctx, grad_output):
-        features, masks = ctx.saved_tensors
-        grad_features, grad_masks = torch.ops.carafe_mm.carafe_backward(
-            grad_output, features, masks, *ctx.params)
-        return grad_features, grad_masks, None, None, None
 
-    torch.library.register_autograd(
-        'carafe_mm::carafe_forward', _backward, setup_context=_setup_context)
+def _tracing():
+    """Whether carafe() is being traced (torch.compile, torch.export, ONNX,
+    TorchScript), where the op itself must appear in the graph."""
+    return (torch.compiler.is_compiling() or torch.compiler.is_exporting()
+            or torch.jit.is_tracing() or torch.jit.is_scripting()
+            or torch.onnx.is_in_onnx_export())
 
 
 def _use_compiled(device):
@@ -95,6 +102,8 @@ def _use_compiled(device):
         return False
     if has_kernel(device.type):
         return True
+    if device.type == 'meta' and extension_available():
+        return True  # the fake kernel serves meta tensors
     if _backend == 'compiled':
         if not extension_available():
             raise RuntimeError(
@@ -163,8 +172,17 @@ def carafe(features, masks, kernel_size, group_size, scale_factor):
         raise TypeError('carafe: features must be a torch.Tensor, but got '
                         f'{type(features).__name__}')
     features, masks = _autocast(features, masks)
+    if export_with_taps(features.device.type):
+        # torch.onnx.export: standard ONNX operators (see ops/onnx.py)
+        return carafe_taps(features, masks, kernel_size, group_size,
+                           scale_factor)
     if _use_compiled(features.device):
-        return torch.ops.carafe_mm.carafe_forward(features, masks, kernel_size,
-                                                  group_size, scale_factor)
+        if _tracing():
+            return torch.ops.carafe_mm.carafe_forward(features, masks,
+                                                      kernel_size, group_size,
+                                                      scale_factor)
+        # forward-mode AD and torch.func's vmap need the autograd.Function
+        return CarafeFunction.apply(features, masks, kernel_size, group_size,
+                                    scale_factor)
     return carafe_reference(features, masks, kernel_size, group_size,
                             scale_factor)

@@ -16,6 +16,18 @@ constexpr int64_t kStreamMinBytes = 4096;
 // Target size of the per-item mask buffers, so that they stay in L2.
 constexpr int64_t kForwardMaskBytes = 256 * 1024;
 constexpr int64_t kBackwardMaskBytes = 384 * 1024;
+// Multiply-adds a parallel task must have at least: a call smaller than this
+// runs on the calling thread, without waking the pool (which costs tens of
+// microseconds idle, milliseconds on a loaded machine).
+constexpr int64_t kMinParallelMacs = int64_t(1) << 18;
+
+// The grain of at::parallel_for over work items of `item_macs` each (a
+// double: the product of sizes need not fit int64).
+inline int64_t parallel_grain(double item_macs) {
+  return item_macs >= kMinParallelMacs
+             ? 1
+             : static_cast<int64_t>(kMinParallelMacs / std::max(item_macs, 1.0));
+}
 
 // A 32-byte SIMD vector of T (8 floats or 4 doubles).
 template <typename T>
@@ -507,8 +519,10 @@ void forward_kernel(const scalar_t* features, const scalar_t* masks,
   const int64_t band = choose_band(geo, k2 * s * Wq * sizeof(acc_t),
                                    kForwardMaskBytes);
   const int64_t bands = ceil_div(geo.H, band);
-  at::parallel_for(0, geo.N * geo.G * bands, 1, [&](int64_t begin,
-                                                    int64_t end) {
+  const int64_t grain =
+      parallel_grain(double(geo.Cg()) * band * s * geo.Wo() * k2);
+  at::parallel_for(0, geo.N * geo.G * bands, grain, [&](int64_t begin,
+                                                        int64_t end) {
     Buffers<scalar_t> buf;
     buf.mb.resize(k2 * s * band * Wq);
     buf.ub.resize(kForwardBlock * (band + 2 * r) * Wp);
@@ -535,8 +549,11 @@ void backward_kernel(const scalar_t* grad_output, const scalar_t* features,
   const int64_t band = choose_band(geo, 2 * k2 * s * Wp * sizeof(acc_t),
                                    kBackwardMaskBytes);
   const int64_t bands = ceil_div(geo.H, band);
-  at::parallel_for(0, geo.N * geo.G * bands, 1, [&](int64_t begin,
-                                                    int64_t end) {
+  // Two multiply-adds per tap and output element: one for each gradient.
+  const int64_t grain =
+      parallel_grain(2.0 * geo.Cg() * band * s * geo.Wo() * k2);
+  at::parallel_for(0, geo.N * geo.G * bands, grain, [&](int64_t begin,
+                                                        int64_t end) {
     Buffers<scalar_t> buf;
     buf.mb.resize(band * k2 * s * Wp);
     buf.gmb.resize(band * k2 * s * Wp);

@@ -160,21 +160,22 @@ void backward_kernel(Args&&... args) {
   isa_default::backward_kernel<scalar_t>(std::forward<Args>(args)...);
 }
 
-Geometry geometry(const at::Tensor& features, int64_t kernel_size,
-                  int64_t group_size, int64_t scale_factor) {
+Geometry geometry(const at::Tensor& features, const CarafeArgs& args) {
   return Geometry{features.size(0), features.size(1), features.size(2),
-                  features.size(3), group_size, kernel_size, scale_factor};
+                  features.size(3), args.group_size, args.kernel_size,
+                  args.scale_factor};
 }
 
 at::Tensor carafe_forward_cpu(const at::Tensor& features_in,
-                              const at::Tensor& masks_in, int64_t kernel_size,
-                              int64_t group_size, int64_t scale_factor) {
-  check_carafe_forward_args(features_in, masks_in, kernel_size, group_size,
-                            scale_factor);
+                              const at::Tensor& masks_in,
+                              const c10::Scalar& kernel_size,
+                              const c10::Scalar& group_size,
+                              const c10::Scalar& scale_factor) {
+  const CarafeArgs args = check_carafe_forward_args(
+      features_in, masks_in, kernel_size, group_size, scale_factor);
   const auto features = features_in.contiguous();
   const auto masks = masks_in.contiguous();
-  const Geometry geo =
-      geometry(features, kernel_size, group_size, scale_factor);
+  const Geometry geo = geometry(features, args);
   auto output = empty_output({geo.N, geo.C, geo.Ho(), geo.Wo()}, features);
   if (output.numel() == 0) return output;
   AT_DISPATCH_FLOATING_TYPES_AND2(
@@ -189,15 +190,15 @@ at::Tensor carafe_forward_cpu(const at::Tensor& features_in,
 
 std::tuple<at::Tensor, at::Tensor> carafe_backward_cpu(
     const at::Tensor& grad_output_in, const at::Tensor& features_in,
-    const at::Tensor& masks_in, int64_t kernel_size, int64_t group_size,
-    int64_t scale_factor) {
-  check_carafe_backward_args(grad_output_in, features_in, masks_in,
-                             kernel_size, group_size, scale_factor);
+    const at::Tensor& masks_in, const c10::Scalar& kernel_size,
+    const c10::Scalar& group_size, const c10::Scalar& scale_factor) {
+  const CarafeArgs args =
+      check_carafe_backward_args(grad_output_in, features_in, masks_in,
+                                 kernel_size, group_size, scale_factor);
   const auto grad_output = grad_output_in.contiguous();
   const auto features = features_in.contiguous();
   const auto masks = masks_in.contiguous();
-  const Geometry geo =
-      geometry(features, kernel_size, group_size, scale_factor);
+  const Geometry geo = geometry(features, args);
   auto grad_features = empty_output(features.sizes(), features);
   auto grad_masks = empty_output(masks.sizes(), masks);
   if (grad_output.numel() == 0) {

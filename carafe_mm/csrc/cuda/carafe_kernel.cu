@@ -206,16 +206,19 @@ __global__ void __launch_bounds__(kThreads)
 
 at::Tensor carafe_forward_cuda(const at::Tensor& features_in,
                                const at::Tensor& masks_in,
-                               int64_t kernel_size, int64_t group_size,
-                               int64_t scale_factor) {
-  check_carafe_forward_args(features_in, masks_in, kernel_size, group_size,
-                            scale_factor);
+                               const c10::Scalar& kernel_size_arg,
+                               const c10::Scalar& group_size_arg,
+                               const c10::Scalar& scale_factor_arg) {
+  const CarafeArgs args =
+      check_carafe_forward_args(features_in, masks_in, kernel_size_arg,
+                                group_size_arg, scale_factor_arg);
+  const int64_t kernel_size = args.kernel_size;
   const c10::cuda::CUDAGuard device_guard(features_in.device());
   const auto features = features_in.contiguous();
   const auto masks = masks_in.contiguous();
   const int64_t N = features.size(0), C = features.size(1);
   const int64_t H = features.size(2), W = features.size(3);
-  const int64_t s = scale_factor, G = group_size;
+  const int64_t s = args.scale_factor, G = args.group_size;
   auto output = at::empty({N, C, s * H, s * W}, features.options());
   if (output.numel() == 0) return output;
 
@@ -238,17 +241,19 @@ at::Tensor carafe_forward_cuda(const at::Tensor& features_in,
 
 std::tuple<at::Tensor, at::Tensor> carafe_backward_cuda(
     const at::Tensor& grad_output_in, const at::Tensor& features_in,
-    const at::Tensor& masks_in, int64_t kernel_size, int64_t group_size,
-    int64_t scale_factor) {
-  check_carafe_backward_args(grad_output_in, features_in, masks_in,
-                             kernel_size, group_size, scale_factor);
+    const at::Tensor& masks_in, const c10::Scalar& kernel_size_arg,
+    const c10::Scalar& group_size_arg, const c10::Scalar& scale_factor_arg) {
+  const CarafeArgs args = check_carafe_backward_args(
+      grad_output_in, features_in, masks_in, kernel_size_arg, group_size_arg,
+      scale_factor_arg);
   const c10::cuda::CUDAGuard device_guard(features_in.device());
   const auto grad_output = grad_output_in.contiguous();
   const auto features = features_in.contiguous();
   const auto masks = masks_in.contiguous();
   const int64_t N = features.size(0), C = features.size(1);
   const int64_t H = features.size(2), W = features.size(3);
-  const int64_t s = scale_factor, G = group_size, k = kernel_size;
+  const int64_t s = args.scale_factor, G = args.group_size;
+  const int64_t k = args.kernel_size;
   auto grad_features = at::empty(features.sizes(), features.options());
   auto grad_masks = at::empty(masks.sizes(), masks.options());
   if (grad_output.numel() == 0) {
