@@ -194,7 +194,7 @@ def test_broken_file_is_named(cache, tmp_path, write, match):
     message = str(info.value)
     assert message.startswith(
         f'{cache}/ckpt.pth (from https://example.invalid/ckpt.pth) is ')
-    assert message.endswith('Delete it to download it again.')
+    assert message.endswith('. Delete it to download it again.')
 
 
 def test_pretrained_init_cfg_loads_safely(cache, tmp_path):
@@ -300,7 +300,8 @@ def _assert_refused(result, path, marker):
         'runs the code it holds' in result.stderr
 
 
-def test_tools_test_refuses_url_checkpoint(cache, tmp_path, toy_coco):
+def test_tools_test_refuses_url_and_empty_checkpoints(cache, tmp_path,
+                                                      toy_coco):
     """tools/test.py CONFIG http://.../evil.pth, the file already in the
     download cache."""
     marker = tmp_path / 'pwned'
@@ -313,6 +314,17 @@ def test_tools_test_refuses_url_checkpoint(cache, tmp_path, toy_coco):
     _assert_refused(result, evil, marker)
     assert '(from http://example.invalid/evil.pth)' in result.stderr
 
+    empty = tmp_path / 'empty.pth'
+    empty.write_bytes(b'')
+    result = _run_tool([
+        'tools/test.py', FASTER_TOY,
+        str(empty), '--work-dir',
+        str(tmp_path / 'wd'), '--cfg-options', *toy_data_options(toy_coco)
+    ], tmp_path)
+    assert result.returncode != 0
+    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    assert f'error: {empty} is empty (0 bytes)' in result.stderr
+
 
 def test_tools_train_names_pretrained_and_resumed_files(
         cache, tmp_path, toy_coco):
@@ -322,12 +334,19 @@ def test_tools_train_names_pretrained_and_resumed_files(
     data = [*toy_data_options(toy_coco), 'train_cfg.max_epochs=1']
     evil = save_evil(cache / _basename('torchvision_0.12.json', 'resnet18'),
                      marker)
-    result = _run_tool([
-        'tools/train.py', FASTER_TOY, '--work-dir',
-        str(tmp_path / 'wd'), '--cfg-options', *data,
-        'model.backbone.init_cfg.type=Pretrained',
-        'model.backbone.init_cfg.checkpoint=torchvision://resnet18'
-    ], tmp_path)
+    result = _run_tool(
+        [
+            'tools/train.py',
+            FASTER_TOY,
+            '--work-dir',
+            str(tmp_path / 'wd'),
+            '--cfg-options',
+            *data,
+            'model.backbone.init_cfg._delete_=True',  # the toy's is None
+            'model.backbone.init_cfg.type=Pretrained',
+            'model.backbone.init_cfg.checkpoint=torchvision://resnet18'
+        ],
+        tmp_path)
     _assert_refused(result, evil, marker)
 
     work_dir = tmp_path / 'resume'

@@ -84,11 +84,11 @@ def _head(file):
     return head
 
 
-def _refusal(error, file, name, source=None):
+def _refusal(error, file, name, source=None, downloaded=False):
     """The error to raise instead of ``error``, which ``torch.load`` raised
     on ``file`` (shown as ``name``), or None to re-raise ``error``."""
     where = _describe(name, source)
-    again = ' to download it again' if source is not None else ''
+    again = ' Delete it to download it again.' if downloaded else ''
     try:
         head = _head(file)
     except OSError:
@@ -96,7 +96,7 @@ def _refusal(error, file, name, source=None):
     if not head:
         return CorruptCheckpointError(
             f'{where} is empty (0 bytes): the save or download that wrote it '
-            f'was probably interrupted. Delete it{again}.')
+            f'was probably interrupted.{again}')
     # torch.save writes a zip archive (torch >= 1.6) or a pickle (older)
     from_torch_save = head.startswith((b'PK\x03\x04', b'\x80'))
     if isinstance(error, pickle.UnpicklingError) and \
@@ -104,7 +104,7 @@ def _refusal(error, file, name, source=None):
         if not from_torch_save:
             return CorruptCheckpointError(
                 f'{where} is not a checkpoint written by torch.save (it '
-                f'begins with {head!r}); it is not loaded. Delete it{again}.')
+                f'begins with {head!r}); it is not loaded.{again}')
         return UnsafeCheckpointError(
             f'Refusing to load {where}: it holds objects that '
             'torch.load(weights_only=True) does not accept '
@@ -126,17 +126,17 @@ def _refusal(error, file, name, source=None):
         said = re.split(r'(?<=\.)\s', str(error))[0] or 'no message'
         return CorruptCheckpointError(
             f'{where} is {what} (torch.load: {type(error).__name__}: '
-            f'{said}). Delete it{again}.')
+            f'{said}).{again}')
     return None
 
 
-def _load(load, file, name, source=None):
+def _load(load, file, name, source=None, downloaded=False):
     """``load()``, a ``torch.load(file, weights_only=True)``, with its
     failures turned into errors that name the file."""
     try:
         return load()
     except Exception as error:
-        refusal = _refusal(error, file, name, source)
+        refusal = _refusal(error, file, name, source, downloaded)
         if refusal is None:
             doing = 'loading' if not isinstance(file, (str, os.PathLike)) \
                 or osp.exists(file) else 'downloading'
@@ -186,7 +186,11 @@ def _load_url(url, map_location, model_dir, progress, source):
             model_dir=model_dir,
             map_location=map_location,
             progress=progress,
-            weights_only=True), cached, cached, source)
+            weights_only=True),
+        cached,
+        cached,
+        source,
+        downloaded=True)
 
 
 def _load_url_rank_zero_first(url, map_location=None, source=None, **kwargs):
