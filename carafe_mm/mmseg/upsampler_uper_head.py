@@ -3,8 +3,6 @@
 Shape letters: N batch, C channels of the head, H_i×W_i the size of level i
 (i = 0 the finest, 1/4 of the image).
 """
-import math
-
 import torch
 from mmengine.model import ModuleList
 from mmseg.models.decode_heads import UPerHead
@@ -102,7 +100,9 @@ class UpsamplerUPerHead(UPerHead):
             if self.ppm_upsamplers is None:
                 outs.append(self._resize(pooled, size))
             else:
-                half = (math.ceil(size[0] / 2), math.ceil(size[1] / 2))
+                # half the size, rounded up (integer arithmetic keeps it
+                # symbolic under torch.export)
+                half = ((size[0] + 1) // 2, (size[1] + 1) // 2)
                 up = self.ppm_upsamplers[i](self._resize(pooled, half))
                 outs.append(match_size(up, size))
         return self.bottleneck(torch.cat(outs, dim=1))

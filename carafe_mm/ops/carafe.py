@@ -27,7 +27,7 @@ import torch
 from ._autograd import CarafeFunction, register_autograd
 from ._checks import as_int, check_carafe_args, check_carafe_backward_args
 from ._extension import extension_available, extension_error, has_kernel
-from .onnx import carafe_taps, export_with_taps
+from .onnx import carafe_matmul, export_with_matmul
 from .reference import carafe_reference
 
 BACKENDS = ('auto', 'compiled', 'reference')
@@ -87,7 +87,7 @@ if extension_available():
     register_autograd()
 
 
-def _tracing():
+def is_tracing():
     """Whether carafe() is being traced (torch.compile, torch.export, ONNX,
     TorchScript), where the op itself must appear in the graph."""
     return (torch.compiler.is_compiling() or torch.compiler.is_exporting()
@@ -172,12 +172,12 @@ def carafe(features, masks, kernel_size, group_size, scale_factor):
         raise TypeError('carafe: features must be a torch.Tensor, but got '
                         f'{type(features).__name__}')
     features, masks = _autocast(features, masks)
-    if export_with_taps(features.device.type):
+    if export_with_matmul(features.device.type):
         # torch.onnx.export: standard ONNX operators (see ops/onnx.py)
-        return carafe_taps(features, masks, kernel_size, group_size,
-                           scale_factor)
+        return carafe_matmul(features, masks, kernel_size, group_size,
+                             scale_factor)
     if _use_compiled(features.device):
-        if _tracing():
+        if is_tracing():
             return torch.ops.carafe_mm.carafe_forward(features, masks,
                                                       kernel_size, group_size,
                                                       scale_factor)

@@ -1,0 +1,127 @@
+"""Export an mmseg segmentor or an mmdet detector that uses carafe_mm to
+ONNX (standard operators only), check it, and compare it with PyTorch in
+onnxruntime.
+
+    python tools/deployment/pytorch2onnx.py CONFIG [CHECKPOINT] --shape H W \
+        [--dynamic] [--out model.onnx] [--verify]
+
+Segmentors export whole, in mmseg's tensor mode (image -> logits at 1/4 of
+the size); detectors up to their dense head's raw outputs (image -> the
+neck's levels, then the RPN's / dense head's class scores and box deltas
+per level; anchors, decoding and NMS stay outside the graph).
+"""
+import argparse
+import os.path as osp
+
+import torch
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config', help='mmdet or mmseg config file')
+    parser.add_argument(
+        'checkpoint',
+        nargs='?',
+        help='checkpoint; without one the weights are random')
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs=2,
+        required=True,
+        metavar=('H', 'W'),
+        help='input height and width of the export')
+    parser.add_argument(
+        '--dynamic',
+        action='store_true',
+        help='leave the input height and width free in the graph')
+    parser.add_argument(
+        '--out', default='model.onnx', help='ONNX file to write')
+    parser.add_argument(
+        '--verify',
+        action='store_true',
+        help='run onnxruntime on random inputs of the export size and (with '
+        '--dynamic) of another size, next to PyTorch')
+    parser.add_argument(
+        '--verify-shape',
+        type=int,
+        nargs=2,
+        metavar=('H', 'W'),
+        help='the other size of --verify (default: about 1.5 H × 0.75 W, '
+        'odd)')
+    parser.add_argument(
+        '--opset', type=int, help='ONNX opset (default: the exporter\'s)')
+    parser.add_argument(
+        '--legacy',
+        action='store_true',
+        help='use the TorchScript exporter (dynamo=False)')
+    parser.add_argument(
+        '--repeats', type=int, default=5, help='timed runs per runtime')
+    args = parser.parse_args()
+    for name in ('shape', 'verify_shape'):
+        value = getattr(args, name)
+        if value is not None and min(value) < 1:
+            parser.error(f'--{name.replace("_", "-")} must be positive, but '
+                         f'got {value}')
+    if args.repeats < 1:
+        parser.error(f'--repeats must be >= 1, but got {args.repeats}')
+    return args
+
+
+def build_model(config, checkpoint):
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.runner import load_checkpoint
+    cfg = Config.fromfile(config)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model = MODELS.build(cfg.model)
+    if checkpoint:
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    else:
+        print('no checkpoint given: exporting random weights')
+        model.init_weights()
+    return model.eval()
+
+
+def main():
+    args = parse_args()
+    from carafe_mm.deploy import (check_onnx, compare_with_onnxruntime,
+                                  export_onnx, exportable, format_table)
+    module, task = exportable(build_model(args.config, args.checkpoint))
+    module.eval()
+    h, w = args.shape
+    example = torch.randn(1, 3, h, w)
+    output_names = None
+    if task == 'det':
+        with torch.no_grad():
+            output_names = module.output_names(example)
+    with torch.no_grad():
+        export_onnx(
+            module, (example, ),
+            args.out,
+            dynamic=args.dynamic,
+            opset=args.opset,
+            dynamo=not args.legacy,
+            input_names=['image'],
+            output_names=output_names)
+    model = check_onnx(args.out)
+    opsets = ', '.join(f'{o.domain or "ai.onnx"} {o.version}'
+                       for o in model.opset_import)
+    print(f'wrote {args.out} ({osp.getsize(args.out) / 2**20:.1f} MiB, '
+          f'{len(model.graph.node)} nodes, opset {opsets}): onnx.checker '
+          'passed, standard operators only')
+    if not args.verify:
+        return
+    shapes = [[(1, 3, h, w)]]
+    if args.dynamic:
+        other = args.verify_shape or (h + h // 2 + 1 - h % 2, w * 3 // 4 | 1)
+        shapes.append([(1, 3, *other)])
+    rows = compare_with_onnxruntime(
+        module, args.out, shapes, repeats=args.repeats)
+    print(format_table(rows))
+    if not args.dynamic:
+        print('(exported at a fixed size: run with --dynamic to check '
+              'another size)')
+
+
+if __name__ == '__main__':
+    main()
