@@ -109,6 +109,28 @@ def test_zoo_checkpoint_loads_safely(cache, tmp_path, source, cached):
     assert f'make_checkpoint_safe.py {cache / cached} SAFE.pth' in message
 
 
+@pytest.mark.parametrize('config,table', [
+    ('configs/faster_rcnn_r50_fpn_carafe_1x.py', 'torchvision_0.12.json'),
+    ('configs/upernet_r50_carafe_512x512_80k_ade20k.py', 'openmmlab.json'),
+])
+def test_paper_config_backbone_loads_safely(cache, tmp_path, config, table):
+    """The pretrained backbones of the paper's configs: mmdet's
+    torchvision://resnet50, mmseg's open-mmlab://resnet50_v1c."""
+    model = Config.fromfile(
+        osp.join(REPO, config), import_custom_modules=False).model
+    checkpoint = model.get('pretrained') or model.backbone.init_cfg.checkpoint
+    cached = cache / _basename(table, checkpoint.split('://')[1])
+    torch.save(weights(), cached)
+    assert torch.equal(
+        _load_checkpoint(checkpoint)['conv1.weight'],
+        weights()['conv1.weight'])
+    marker = tmp_path / 'pwned'
+    save_evil(cached, marker)
+    with pytest.raises(UnsafeCheckpointError, match=re.escape(str(cached))):
+        _load_checkpoint(checkpoint)
+    assert not marker.exists()
+
+
 def test_open_mmlab_local_entry(cache, tmp_path):
     """open-mmlab:// names that $MMENGINE_HOME/open_mmlab.json maps to a
     file under $MMENGINE_HOME (or to a URL)."""
