@@ -144,7 +144,8 @@ def test_corrupted_coco_every_fault_named(coco):
         for line in lines), out
     assert any(no_images in line and "no 'images' key" in line
                for line in lines), out
-    assert 'problems in' in out.splitlines()[-1]
+    assert 'train: 3 errors, 5 left out' in out
+    assert '10 problems in 5 files' in out, out
 
 
 def plant_ade_faults(root):
@@ -245,11 +246,8 @@ def test_coco_training_errors_name_the_file(coco):
             f'be read: annotation id 4 has no bbox'):
         build(FASTER_TOY, 'train', data_root=coco + '/')
 
-    empty = json.loads(json.dumps(data))
-    for ann in empty['annotations']:
-        ann['bbox'][2] = 0.5
-    write_json(ann_file, empty)
-    with pytest.warns(UserWarning), pytest.raises(
+    write_json(ann_file, dict(data, annotations=[]))
+    with pytest.raises(
             ValueError, match=f'{re.escape(ann_file)}: no image is left of 8'):
         build(FASTER_TOY, 'train', data_root=coco + '/')
 

@@ -29,6 +29,7 @@ per problem, naming the file, then a summary. Exit status: 0 when nothing
 was found, 1 when something was, 2 for bad arguments.
 """
 import argparse
+import contextlib
 import copy
 import json
 import multiprocessing
@@ -45,7 +46,7 @@ from PIL import Image
 from carafe_mm.datasets import checks
 
 SPLITS = ('train', 'val', 'test')
-KINDS = {'error': 'errors', 'dropped': 'left out'}
+KINDS = {'error': ('error', 'errors'), 'dropped': ('left out', 'left out')}
 HEAD_KEYS = ('bbox_head', 'mask_head', 'decode_head', 'auxiliary_head')
 
 
@@ -260,8 +261,8 @@ def image_decode_args(dataset):
 
 def run_loader(dataset, report, source):
     """The dataset's own loading, once; its warnings are ours already."""
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
+    with warnings.catch_warnings(), contextlib.redirect_stdout(None):
+        warnings.simplefilter('ignore')  # pycocotools prints, mmdet warns
         try:
             dataset.full_init()
         except Exception as e:
@@ -451,8 +452,10 @@ def check_split(cfg, split, args):
                 f'{type(e).__name__}: {e}')
             continue
         kind = kind_of(dataset)
-        report.note(f'{type(dataset).__name__} '
-                    f'({dataset.ann_file or dataset.data_prefix})')
+        paths = ', '.join(f'{key} {value}'
+                          for key, value in dataset.data_prefix.items())
+        report.note(f'{type(dataset).__name__}: '
+                    f'{dataset.ann_file or "no ann_file"}; {paths}')
         if kind == 'coco':
             check_coco(dataset, report, args)
         elif kind == 'seg':
@@ -492,7 +495,7 @@ def summarize(reports):
             print(f'  {split}: the same dataset as {report}')
             continue
         counts = Counter(kind for _, kind, _ in report.lines)
-        found = ', '.join(f'{counts[kind]} {label}'
+        found = ', '.join(f'{counts[kind]} {label[counts[kind] > 1]}'
                           for kind, label in KINDS.items() if counts[kind])
         print(f'  {split}: {found or "no problems"}')
         for note in report.notes:
