@@ -186,6 +186,26 @@ def test_local_file_stays_safe_when_torch_is_told_otherwise(
     assert not marker.exists()
 
 
+def test_file_object_is_named(tmp_path):
+    """What the s3:// / petrel:// loader loads: bytes read by mmengine's
+    file backend, named by their path."""
+    import io
+    buffer = io.BytesIO()
+    torch.save(weights(), buffer)
+    buffer.seek(0)
+    loaded = safe_loading.safe_load(buffer, name='s3://bucket/ok.pth')
+    assert torch.equal(loaded['conv1.weight'], weights()['conv1.weight'])
+    marker = tmp_path / 'pwned'
+    buffer = io.BytesIO()
+    torch.save({'meta': _Exploit(marker)}, buffer)
+    buffer.seek(0)
+    with pytest.raises(
+            UnsafeCheckpointError,
+            match='Refusing to load s3://bucket/evil.pth: '):
+        safe_loading.safe_load(buffer, name='s3://bucket/evil.pth')
+    assert not marker.exists()
+
+
 def test_unknown_zoo_name_is_named(cache):
     with pytest.raises(KeyError, match='torchvision://no_such_net'):
         _load_checkpoint('torchvision://no_such_net')

@@ -224,7 +224,11 @@ def _model_url(urls, scheme, name):
 
 
 # The loaders, one per scheme of mmengine 0.10.7's runner/checkpoint.py, with
-# the same names (CheckpointLoader logs the name after 'load_from_').
+# the same names (CheckpointLoader logs the name after 'load_from_') and the
+# same lookups, reusing mmengine's URL tables and torch.hub's download and
+# cache. They differ in: weights_only=True and errors that name the file;
+# torchvision:// without torchvision installed; an unknown zoo name says so;
+# a rank-0 failure does not leave the other ranks waiting at the barrier.
 
 
 def load_from_local(filename, map_location=None):
