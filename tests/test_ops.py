@@ -3,9 +3,6 @@
 Shape letters: N batch, C channels, G groups, H×W input, s scale, k kernel.
 """
 import itertools
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,32 +10,11 @@ import torch.nn.functional as F
 
 import carafe_mm.ops as ops
 from carafe_mm.ops import carafe, carafe_reference
-from .utils import REPO, cpu_and_cuda
+from .utils import cpu_and_cuda, make_inputs, run_python
 
 pytestmark = pytest.mark.skipif(
     not ops.extension_available(),
     reason=f'carafe_mm._C did not load: {ops.extension_error()}')
-
-
-def make_inputs(n,
-                c,
-                h,
-                w,
-                k,
-                g,
-                s,
-                dtype=torch.float64,
-                device='cpu',
-                seed=0,
-                normalise=True):
-    gen = torch.Generator().manual_seed(seed)
-    features = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
-    masks = torch.randn(
-        n, g * k * k, s * h, s * w, generator=gen, dtype=torch.float64)
-    if normalise:
-        masks = masks.view(n, g, k * k, s * h, s * w).softmax(2).view_as(masks)
-    return (features.to(device=device,
-                        dtype=dtype), masks.to(device=device, dtype=dtype))
 
 
 def carafe_loops(features, masks, k, g, s):
@@ -442,18 +418,6 @@ def test_set_backend():
             ops.set_backend('fast')
     finally:
         ops.set_backend('auto')
-
-
-def run_python(code, **env):
-    return subprocess.run([sys.executable, '-c', code],
-                          cwd=REPO,
-                          env={
-                              **os.environ,
-                              **env
-                          },
-                          capture_output=True,
-                          text=True,
-                          timeout=300)
 
 
 def test_backend_environment_variable():

@@ -1,6 +1,10 @@
+import os
 import os.path as osp
+import subprocess
+import sys
 
 import pytest
+import torch
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -50,3 +54,36 @@ def toy_data_options(data_root, kind='coco'):
             f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}'
         ]
     return options
+
+
+def make_inputs(n,
+                c,
+                h,
+                w,
+                k,
+                g,
+                s,
+                dtype=torch.float64,
+                device='cpu',
+                seed=0,
+                normalise=True):
+    gen = torch.Generator().manual_seed(seed)
+    features = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    masks = torch.randn(
+        n, g * k * k, s * h, s * w, generator=gen, dtype=torch.float64)
+    if normalise:
+        masks = masks.view(n, g, k * k, s * h, s * w).softmax(2).view_as(masks)
+    return (features.to(device=device,
+                        dtype=dtype), masks.to(device=device, dtype=dtype))
+
+
+def run_python(code, **env):
+    return subprocess.run([sys.executable, '-c', code],
+                          cwd=REPO,
+                          env={
+                              **os.environ,
+                              **env
+                          },
+                          capture_output=True,
+                          text=True,
+                          timeout=300)

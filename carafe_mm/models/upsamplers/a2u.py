@@ -7,7 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.registry import MODELS
 
-from .base import check_int
+from ..pooling import adaptive_avg_pool2d
+from .base import check_bool, check_int
 from .reassembly import ReassemblyUpsampler
 
 
@@ -86,7 +87,7 @@ class A2U(ReassemblyUpsampler):
         self.affinity_kernel = check_int(
             'affinity_kernel', affinity_kernel, odd=True)
         self.rank = check_int('rank', rank)
-        self.share_uv = bool(share_uv)
+        self.share_uv = check_bool('share_uv', share_uv)
         cd = channels * self.rank
         self.u_generator = nn.Conv2d(channels, cd, 1, groups=channels)
         self.v_generator = (None if self.share_uv else nn.Conv2d(
@@ -104,7 +105,7 @@ class A2U(ReassemblyUpsampler):
 
     def encode(self, x):
         # (N, C, k_a, k_a): the pooled maps the filters are generated from
-        pooled = F.adaptive_avg_pool2d(x, self.affinity_kernel)
+        pooled = adaptive_avg_pool2d(x, self.affinity_kernel)
         u = per_sample_depthwise(x, self.u_generator(pooled))
         v = (
             u if self.v_generator is None else per_sample_depthwise(

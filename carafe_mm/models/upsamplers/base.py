@@ -4,9 +4,12 @@ Shape letters: N batch, C channels, H×W input size, s scale factor.
 """
 import operator
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
+
+from carafe_mm.ops.carafe import is_tracing
 
 
 def check_int(name, value, minimum=1, odd=False):
@@ -23,6 +26,15 @@ def check_int(name, value, minimum=1, odd=False):
         raise ValueError(f'{name} must be >= {minimum}, but got {value}')
     if odd and value % 2 == 0:
         raise ValueError(f'{name} must be odd, but got {value}')
+    return value
+
+
+def check_bool(name, value):
+    """Return ``value`` if it is a bool, else raise ``TypeError`` naming the
+    option (a string such as ``'False'`` would otherwise count as True)."""
+    if not isinstance(value, bool):
+        raise TypeError(f'{name} must be True or False, but got '
+                        f'{type(value).__name__} {value!r}')
     return value
 
 
@@ -87,10 +99,20 @@ class BaseUpsampler(BaseModule):
             self.reset_parameters()
 
     def check_input(self, x):
+        name = type(self).__name__
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f'{name}: expected a torch.Tensor input, but got '
+                            f'{type(x).__name__}')
         if x.dim() != 4 or x.shape[1] != self.channels:
             raise ValueError(
-                f'{type(self).__name__}: expected an (N, {self.channels}, H, '
-                f'W) input, but got shape {tuple(x.shape)}')
+                f'{name}: expected an (N, {self.channels}, H, W) input, but '
+                f'got shape {tuple(x.shape)}')
+        if not x.is_floating_point():
+            raise TypeError(f'{name}: expected a floating-point input, but '
+                            f'got {x.dtype}')
+        if not is_tracing() and 0 in x.shape[2:]:
+            raise ValueError(f'{name}: expected an input of H, W >= 1, but '
+                             f'got shape {tuple(x.shape)}')
 
     def extra_repr(self):
         return f'channels={self.channels}, scale_factor={self.scale_factor}'
@@ -121,7 +143,8 @@ class InterpolateUpsampler(BaseUpsampler):
                              f'{mode!r}')
         self.mode = mode
         self.conv = (
-            nn.Conv2d(channels, channels, 3, padding=1) if with_conv else None)
+            nn.Conv2d(channels, channels, 3, padding=1) if check_bool(
+                'with_conv', with_conv) else None)
         self.reset_parameters()
 
     def reset_parameters(self):

@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 from mmengine.registry import MODELS
 
-from .base import BaseUpsampler, check_divisible, check_int, pixel_shuffle
+from .base import (BaseUpsampler, check_bool, check_divisible, check_int,
+                   pixel_shuffle)
 from .sampling import sample_with_offsets
 
 STYLES = ('lp', 'pl')
@@ -57,7 +58,7 @@ class DySample(BaseUpsampler):
         self.style = style
         self.groups = check_int('groups', groups)
         check_divisible('channels', self.channels, 'groups', self.groups)
-        self.dyscope = bool(dyscope)
+        self.dyscope = check_bool('dyscope', dyscope)
         s2 = self.scale_factor**2
         if style == 'pl':
             check_divisible('channels', self.channels, 'scale_factor**2', s2)
