@@ -4,9 +4,11 @@ segmentation, as the config's ``default_scope`` decides.
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl]
         [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
 
-Checkpoints load with ``weights_only=True`` (torch >= 2.6): those written by
-carafe_mm's SafeCheckpointHook and the official mmdet / mmseg ones do; for
-another checkpoint you trust, see tools/misc/make_checkpoint_safe.py.
+CHECKPOINT is a path, a URL or a model-zoo name (``open-mmlab://...``). Every
+checkpoint loads with ``weights_only=True``, whatever its scheme
+(carafe_mm.engine.safe_loading): those written by carafe_mm's
+SafeCheckpointHook and the official mmdet / mmseg ones do; for another
+checkpoint you trust, see tools/misc/make_checkpoint_safe.py.
 """
 import argparse
 import os.path as osp

@@ -7,7 +7,9 @@ config's ``default_scope`` (inherited from its mmdet / mmseg base) decides.
 Multi-GPU: tools/dist_train.sh (torchrun); Slurm: tools/slurm_train.sh.
 Without GPUs, ``--launcher pytorch`` runs the processes on the CPU with the
 gloo backend. Checkpoints are written with carafe_mm's SafeCheckpointHook,
-so they load under torch >= 2.6's ``weights_only=True``.
+so they load under torch >= 2.6's ``weights_only=True``, and every checkpoint
+read (pretrained backbones from URLs and model zoos, ``load_from``,
+``--resume``) is loaded that way (carafe_mm.engine.safe_loading).
 """
 import argparse
 import os.path as osp
