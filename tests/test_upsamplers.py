@@ -88,6 +88,30 @@ def test_wrong_input_channels(name):
 
 
 @pytest.mark.parametrize('name', UPSAMPLERS)
+@pytest.mark.parametrize('x,error,match', [
+    (torch.zeros(1, 16, 0, 4), ValueError,
+     r'expected an input of H, W >= 1, but got shape \(1, 16, 0, 4\)'),
+    (torch.zeros(1, 16, 4, 4, dtype=torch.int64), TypeError,
+     'expected a floating-point input, but got torch.int64'),
+    ([[0.0]], TypeError, 'expected a torch.Tensor input, but got list'),
+])
+def test_bad_inputs(name, x, error, match):
+    from mmengine.registry import MODELS
+    with pytest.raises(error, match=f'{name}: {match}'):
+        build(MODELS, name)(x)
+
+
+@pytest.mark.parametrize('name,option', [('DySample', 'dyscope'),
+                                         ('A2U', 'share_uv')])
+@pytest.mark.parametrize('value', ['False', 'no', 1, None])
+def test_flags_must_be_bool(name, option, value):
+    from mmengine.registry import MODELS
+    with pytest.raises(
+            TypeError, match=f'{option} must be True or False, but got'):
+        build(MODELS, name, **{option: value})
+
+
+@pytest.mark.parametrize('name', UPSAMPLERS)
 @pytest.mark.parametrize('option,value,error,match', [
     ('scale_factor', 0, ValueError, 'scale_factor must be >= 1, but got 0'),
     ('channels', 0, ValueError, 'channels must be >= 1, but got 0'),
