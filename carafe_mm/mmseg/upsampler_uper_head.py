@@ -10,6 +10,7 @@ from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 
 from carafe_mm.models.alignment import match_size
+from carafe_mm.models.pooling import adaptive_avg_pool2d
 from carafe_mm.models.upsamplers import BaseUpsampler
 
 
@@ -95,8 +96,12 @@ class UpsamplerUPerHead(UPerHead):
         size = x.shape[2:]
         outs = [x]
         for i, branch in enumerate(self.psp_modules):
-            # (N, C, s, s) for pool scale s
-            pooled = branch(x)
+            # (N, C, s, s) for pool scale s; the pooling is ours, which stays
+            # right at every size of a graph exported with dynamic shapes
+            pool, *layers = branch
+            pooled = adaptive_avg_pool2d(x, pool.output_size)
+            for layer in layers:
+                pooled = layer(pooled)
             if self.ppm_upsamplers is None:
                 outs.append(self._resize(pooled, size))
             else:

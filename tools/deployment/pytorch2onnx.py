@@ -68,9 +68,14 @@ def parse_args():
 
 
 def build_model(config, checkpoint):
+    import logging
+
     from mmengine.config import Config
+    from mmengine.logging import MMLogger
     from mmengine.registry import MODELS, init_default_scope
     from mmengine.runner import load_checkpoint
+    # mmengine logs every parameter's initialisation at INFO level
+    MMLogger.get_current_instance().setLevel(logging.WARNING)
     cfg = Config.fromfile(config)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     model = MODELS.build(cfg.model)
