@@ -12,6 +12,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         'markers', 'needs_cuda: the test needs a CUDA device; skipped, and '
         'reported as skipped, where there is none')
+    config.addinivalue_line(
+        'markers', 'slow: an end-to-end run of the tools in subprocesses '
+        '(training, testing); `pytest -m "not slow"` leaves them out')
 
 
 def pytest_collection_modifyitems(config, items):
@@ -21,6 +24,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if 'needs_cuda' in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def isolated_rng():
+    """Each test starts from, and leaves behind, the random state it found
+    (torch on the CPU and CUDA, numpy, random), so that a test that seeds
+    or draws cannot change what another one draws."""
+    import random
+
+    import numpy as np
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        yield
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
 
 
 def _make_toy(tmp_path_factory, tool):

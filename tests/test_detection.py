@@ -307,6 +307,7 @@ class _Exploit:
         return (os.system, (f'touch {self.marker}', ))
 
 
+@pytest.mark.slow
 def test_malicious_checkpoint_is_refused(tmp_path, toy_coco):
     """After importing carafe_mm, torch.load still refuses a pickle that
     executes code, and tools/test.py says why without running it."""

@@ -342,6 +342,7 @@ def _assert_refused(result, path, marker):
         'runs the code it holds' in result.stderr
 
 
+@pytest.mark.slow
 def test_tools_test_refuses_url_and_empty_checkpoints(cache, tmp_path,
                                                       toy_coco):
     """tools/test.py CONFIG http://.../evil.pth, the file already in the
@@ -368,6 +369,7 @@ def test_tools_test_refuses_url_and_empty_checkpoints(cache, tmp_path,
     assert f'error: {empty} is empty (0 bytes)' in result.stderr
 
 
+@pytest.mark.slow
 def test_tools_train_names_pretrained_and_resumed_files(
         cache, tmp_path, toy_coco):
     """The file of a Pretrained init_cfg, and the latest checkpoint that

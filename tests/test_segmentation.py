@@ -10,8 +10,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import carafe_mm.mmseg  # noqa: F401
-from .test_tools import run
-from .utils import REPO, shrink_segmentor
+from .utils import REPO, run_tool, shrink_segmentor
 
 MMSEG_TOOLS = osp.join(
     osp.dirname(__import__('mmseg').__file__), '.mim', 'tools')
@@ -165,6 +164,7 @@ def test_toy_ade20k_layout(toy_ade20k):
         assert 0 in label  # unlabelled pixels, ignored by reduce_zero_label
 
 
+@pytest.mark.slow
 def test_toy_train_test_resume_and_mmseg_test(toy_ade20k, tmp_path):
     config = 'configs/toy/upernet_r18-carafe_toy.py'
     data = [
@@ -177,7 +177,7 @@ def test_toy_train_test_resume_and_mmseg_test(toy_ade20k, tmp_path):
         'default_hooks.checkpoint.max_keep_ckpts=2'
     ]
     work_dir = str(tmp_path / 'work')
-    out = run([
+    out = run_tool([
         sys.executable, 'tools/train.py', config, '--work-dir', work_dir,
         '--cfg-options', *iters, *data
     ])
@@ -185,12 +185,12 @@ def test_toy_train_test_resume_and_mmseg_test(toy_ade20k, tmp_path):
     ckpt = osp.join(work_dir, 'iter_4.pth')
     assert torch.load(ckpt, map_location='cpu')['meta']['iter'] == 4
 
-    out = run([
+    out = run_tool([
         sys.executable, 'tools/test.py', config, ckpt, '--work-dir',
         str(tmp_path / 'test'), '--cfg-options', *data
     ])
     assert 'mIoU' in out
-    out = run([
+    out = run_tool([
         sys.executable,
         osp.join(MMSEG_TOOLS, 'test.py'), config, ckpt, '--work-dir',
         str(tmp_path / 'mmseg_test'), '--cfg-options', *data
@@ -198,7 +198,7 @@ def test_toy_train_test_resume_and_mmseg_test(toy_ade20k, tmp_path):
     assert 'mIoU' in out
 
     more = [o.replace('max_iters=4', 'max_iters=8') for o in iters]
-    out = run([
+    out = run_tool([
         sys.executable, 'tools/train.py', config, '--work-dir', work_dir,
         '--resume', '--cfg-options', *more, *data
     ])
@@ -208,8 +208,9 @@ def test_toy_train_test_resume_and_mmseg_test(toy_ade20k, tmp_path):
         map_location='cpu')['meta']['iter'] == 8
 
 
+@pytest.mark.slow
 def test_compare_upsamplers_segmentation(toy_ade20k, tmp_path):
-    out = run([
+    out = run_tool([
         sys.executable, 'tools/compare_upsamplers.py', '--task', 'seg',
         '--upsamplers', 'bilinear', 'CARAFE', '--iters', '4', '--data-root',
         toy_ade20k, '--work-dir',
@@ -221,6 +222,7 @@ def test_compare_upsamplers_segmentation(toy_ade20k, tmp_path):
     assert 'mIoU' in table[0]
 
 
+@pytest.mark.slow
 def test_mmseg_own_tools_train_and_reload(toy_ade20k, tmp_path):
     """mmseg's tools/train.py with our config writes checkpoints that its
     tools/test.py reloads (SafeCheckpointHook comes with the config)."""
@@ -230,14 +232,14 @@ def test_mmseg_own_tools_train_and_reload(toy_ade20k, tmp_path):
         for split in ('train', 'val', 'test')
     ]
     work_dir = str(tmp_path / 'mmseg_train')
-    run([
+    run_tool([
         sys.executable,
         osp.join(MMSEG_TOOLS, 'train.py'), config, '--work-dir', work_dir,
         '--cfg-options', 'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
         'default_hooks.checkpoint.interval=2', *data
     ])
     ckpt = osp.join(work_dir, 'iter_2.pth')
-    out = run([
+    out = run_tool([
         sys.executable,
         osp.join(MMSEG_TOOLS, 'test.py'), config, ckpt, '--work-dir',
         str(tmp_path / 'mmseg_test'), '--cfg-options', *data

@@ -1,7 +1,6 @@
 """End to end through the tools: toy data -> tools/train.py -> checkpoint ->
 tools/test.py (ours and mmdet's own) -> resume; 2-process gloo training;
 --amp; the comparison script."""
-import os
 import os.path as osp
 import socket
 import subprocess
@@ -10,27 +9,12 @@ import sys
 import pytest
 import torch
 
-from .utils import REPO, toy_data_options
+from .utils import REPO, run_tool, toy_data_options
+
+pytestmark = pytest.mark.slow
 
 MMDET_TEST = osp.join(
     osp.dirname(__import__('mmdet').__file__), '.mim', 'tools', 'test.py')
-
-
-def run(args, timeout=600, env=None):
-    result = subprocess.run(
-        args,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={
-            **os.environ,
-            **(env or {})
-        })
-    assert result.returncode == 0, (
-        f'{" ".join(args)} failed:\n{result.stdout[-4000:]}\n'
-        f'{result.stderr[-4000:]}')
-    return result.stdout + result.stderr
 
 
 def free_port():
@@ -54,7 +38,7 @@ FASTER_TOY = 'configs/toy/faster-rcnn_r18_fpn-carafe_toy.py'
 def test_train_test_resume_and_mmdet_test(toy_coco, tmp_path):
     work_dir = str(tmp_path / 'work')
     data = toy_data_options(toy_coco)
-    out = run([
+    out = run_tool([
         sys.executable, 'tools/train.py', MASK_TOY, '--work-dir', work_dir,
         '--cfg-options', *one_epoch(), *data
     ])
@@ -65,7 +49,7 @@ def test_train_test_resume_and_mmdet_test(toy_coco, tmp_path):
     assert checkpoint['meta']['epoch'] == 1
 
     preds = str(tmp_path / 'preds.pkl')
-    out = run([
+    out = run_tool([
         sys.executable, 'tools/test.py', MASK_TOY, ckpt, '--work-dir',
         str(tmp_path / 'test'), '--out', preds, '--cfg-options', *data
     ])
@@ -73,14 +57,14 @@ def test_train_test_resume_and_mmdet_test(toy_coco, tmp_path):
     assert osp.getsize(preds) > 0
 
     # mmdet's own tools/test.py loads the checkpoint with our config.
-    out = run([
+    out = run_tool([
         sys.executable, MMDET_TEST, MASK_TOY, ckpt, '--work-dir',
         str(tmp_path / 'mmdet_test'), '--cfg-options', *data
     ])
     assert 'coco/segm_mAP' in out
 
     # Resume from the latest checkpoint and train a second epoch.
-    out = run([
+    out = run_tool([
         sys.executable, 'tools/train.py', MASK_TOY, '--work-dir', work_dir,
         '--resume', '--cfg-options', *one_epoch(max_epochs=2), *data
     ])
@@ -98,11 +82,11 @@ def test_train_test_resume_and_mmdet_test(toy_coco, tmp_path):
 def test_two_process_gloo_training(toy_coco, tmp_path):
     """tools/dist_train.sh with 2 processes on the CPU (gloo)."""
     work_dir = str(tmp_path / 'dist')
-    out = run([
+    out = run_tool([
         'bash', 'tools/dist_train.sh', FASTER_TOY, '2', '--work-dir', work_dir,
         '--cfg-options', *one_epoch(), *toy_data_options(toy_coco)
     ],
-              env=dict(PORT=str(free_port()), OMP_NUM_THREADS='1'))
+                   env=dict(PORT=str(free_port()), OMP_NUM_THREADS='1'))
     assert 'coco/bbox_mAP' in out
     assert 'Distributed training: True' in out
     # 8 images, 2 processes × batch 4: one iteration per epoch
@@ -125,7 +109,7 @@ def test_amp_without_gpu_is_a_clear_error(tmp_path):
 
 
 def test_compare_upsamplers(toy_coco, tmp_path):
-    out = run([
+    out = run_tool([
         sys.executable, 'tools/compare_upsamplers.py', '--task', 'det',
         '--upsamplers', 'Nearest', 'CARAFE', '--epochs', '1', '--data-root',
         toy_coco, '--work-dir',

@@ -1,3 +1,4 @@
+import itertools
 import os
 import os.path as osp
 import subprocess
@@ -87,3 +88,43 @@ def run_python(code, **env):
                           capture_output=True,
                           text=True,
                           timeout=300)
+
+
+def run_tool(args, timeout=600, env=None):
+    """Run a command in the repository root, assert that it succeeds and
+    return its stdout and stderr."""
+    result = subprocess.run(
+        args,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={
+            **os.environ,
+            **(env or {})
+        })
+    assert result.returncode == 0, (
+        f'{" ".join(args)} failed:\n{result.stdout[-4000:]}\n'
+        f'{result.stderr[-4000:]}')
+    return result.stdout + result.stderr
+
+
+def carafe_loops(features, masks, k, g, s):
+    """CARAFE straight from the paper's formula, one output value at a
+    time; an oracle independent of unfold/einsum (shape letters as in
+    carafe_mm/ops/carafe.py)."""
+    n, c, h, w = features.shape
+    r = k // 2
+    out = torch.zeros(n, c, s * h, s * w, dtype=features.dtype)
+    for b, ch, oy, ox in itertools.product(
+            range(n), range(c), range(s * h), range(s * w)):
+        grp = ch // (c // g)
+        acc = 0.0
+        for ky, kx in itertools.product(range(k), range(k)):
+            iy, ix = oy // s + ky - r, ox // s + kx - r
+            if 0 <= iy < h and 0 <= ix < w:
+                acc += (
+                    masks[b, grp * k * k + ky * k + kx, oy, ox] *
+                    features[b, ch, iy, ix])
+        out[b, ch, oy, ox] = acc
+    return out

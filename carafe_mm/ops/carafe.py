@@ -128,15 +128,22 @@ def _use_compiled(device):
     return False
 
 
+def _autocast_eligible(tensor):
+    """Whether ``torch.autocast`` casts ``tensor``: floating point but not
+    float64, which autocast leaves as it is."""
+    return tensor.is_floating_point() and tensor.dtype != torch.float64
+
+
 def _autocast(features, masks):
     """Under ``torch.autocast``, run in the autocast dtype (the op
     accumulates in float32), as convolutions do; this also reconciles
-    float32 masks from a softmax with half-precision features."""
+    float32 masks from a softmax with half-precision features. float64
+    inputs stay float64, as they do for torch's own ops."""
     device_type = features.device.type
     if (device_type in ('cpu', 'cuda')
             and torch.is_autocast_enabled(device_type)
             and isinstance(masks, torch.Tensor)
-            and features.is_floating_point() and masks.is_floating_point()):
+            and _autocast_eligible(features) and _autocast_eligible(masks)):
         dtype = torch.get_autocast_dtype(device_type)
         return features.to(dtype), masks.to(dtype)
     return features, masks
@@ -163,7 +170,8 @@ def carafe(features, masks, kernel_size, group_size, scale_factor):
 
     Returns:
         Tensor: (N, C, sH, sW), contiguous, of the dtype of ``features``
-        (of the autocast dtype inside ``torch.autocast``).
+        (of the autocast dtype inside ``torch.autocast``, unless an input
+        is float64).
     """
     kernel_size = as_int('kernel_size', kernel_size)
     group_size = as_int('group_size', group_size)
