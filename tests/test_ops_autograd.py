@@ -115,3 +115,10 @@ def test_torch_func_transforms():
         func.vmap(
             func.grad(lambda f, m: ref(f, m).square().sum(),
                       argnums=(0, 1)))(batch, masks_batch))
+
+
+def test_opcheck_backward_op_with_gradients():
+    features, masks = inputs(3, 2, 2)
+    grad = torch.randn(2, 4, 6, 8, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.carafe_mm.carafe_backward,
+                          (grad, features, masks, 3, 2, 2))
