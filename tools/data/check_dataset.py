@@ -279,7 +279,8 @@ def check_coco(dataset, report, args):
         with open(ann_file, 'rb') as f:
             content = f.read()
     except OSError as e:
-        report.add(ann_file, 'error', f'{ann_file} cannot be read: {e}')
+        report.add(ann_file, 'error',
+                   f'{ann_file} cannot be read: {e.strerror or e}')
         return
     try:
         data = json.loads(content)
