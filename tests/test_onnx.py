@@ -277,9 +277,9 @@ def test_upernet_with_carafe_everywhere_exports(tmp_path):
     model = build_toy('upernet_r18-carafe_toy.py')
     head = model.decode_head
     assert all(
-        group is not None for group in (head.ppm_upsamplers,
-                                        head.fpn_upsamplers,
-                                        head.fuse_upsamplers))
+        group is not None
+        for group in (head.ppm_upsamplers, head.fpn_upsamplers,
+                      head.fuse_upsamplers))
     module, task = exportable(model)
     assert task == 'seg'
     export_and_compare(module, (1, 3, 64, 96), str(tmp_path / 'seg.onnx'),
