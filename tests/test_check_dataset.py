@@ -330,3 +330,56 @@ def test_train_py_errors_name_the_file(coco, ade, tmp_path):
     ])
     assert rc != 0
     assert f'{label} has 3 channels' in out, out[-3000:]
+
+
+def load_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'check_dataset', osp.join(REPO, 'tools', 'data', 'check_dataset.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_wrapped_dataset_and_num_classes_mismatch(coco, tmp_path, capsys):
+    """A RepeatDataset is checked through to its COCO file; a head whose
+    num_classes is not the dataset's is reported."""
+    plant_coco_faults(coco)
+    config = tmp_path / 'wrapped.py'
+    config.write_text(
+        f"_base_ = '{osp.join(REPO, FASTER_TOY)}'\n"
+        'train_dataloader = dict(dataset=dict(_delete_=True, '
+        "type='RepeatDataset', times=2, "
+        'dataset={{_base_.train_dataloader.dataset}}))\n'
+        'model = dict(roi_head=dict(bbox_head=dict(num_classes=5)))\n')
+    tool = load_tool()
+    rc = tool.main([
+        str(config), '--split', 'train', '--workers', '0', '--cfg-options',
+        f'train_dataloader.dataset.dataset.data_root={coco}/'
+    ])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert 'annotation id 1 (image 000000.png)' in out
+    assert 'model bbox_head.num_classes is 5 but the dataset has 3 ' \
+        "classes ('square', 'disk', 'triangle')" in out
+    assert 'train: 4 errors, 5 left out' in out
+
+
+def test_reduce_zero_label_decides_the_valid_values(toy_ade20k, capsys):
+    """Without reduce_zero_label, the toy labels 0..4 hold one value (4)
+    too many for 4 classes, and LoadAnnotations disagrees with the
+    dataset."""
+    tool = load_tool()
+    rc = tool.main([
+        osp.join(REPO, UPERNET_TOY), '--split', 'val', '--workers', '0',
+        '--cfg-options', *seg_options(toy_ade20k),
+        'val_dataloader.dataset.reduce_zero_label=False'
+    ])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert 'LoadAnnotations has reduce_zero_label=True but the dataset ' \
+        'False' in out
+    labels = osp.join(toy_ade20k, 'annotations', 'validation')
+    assert any(line.strip().startswith(labels) and line.endswith(
+        'has values 4 outside the 4 classes (valid: 0..3 and 255 '
+        '(ignored))') for line in out.splitlines()), out
