@@ -12,7 +12,7 @@ from mmengine.logging import HistoryBuffer
 from mmengine.registry import init_default_scope
 
 import carafe_mm.mmdet  # noqa: F401
-from carafe_mm.engine import from_safe, to_safe
+from carafe_mm.compat import from_safe, to_safe
 from carafe_mm.ops import carafe_reference
 from .utils import REPO, shrink_detector, toy_data_options
 

@@ -1,5 +1,5 @@
 """Every checkpoint scheme loads with weights_only=True
-(carafe_mm.engine.safe_loading): local files, URLs and the model zoos. No
+(carafe_mm.compat.safe_loading): local files, URLs and the model zoos. No
 network: files placed in a temporary TORCH_HOME (torch.hub's download cache)
 or MMENGINE_HOME stand for the downloads."""
 import glob
@@ -17,7 +17,7 @@ from mmengine.config import Config
 from mmengine.runner import CheckpointLoader
 from mmengine.runner.checkpoint import _load_checkpoint
 
-from carafe_mm.engine import (CorruptCheckpointError, UnsafeCheckpointError,
+from carafe_mm.compat import (CorruptCheckpointError, UnsafeCheckpointError,
                               safe_loading)
 from .utils import REPO, toy_data_options
 
@@ -267,7 +267,7 @@ def test_pretrained_init_cfg_loads_safely(cache, tmp_path):
     assert not marker.exists()
 
 
-CUSTOM_IMPORTS = {'carafe_mm.mmdet', 'carafe_mm.mmseg', 'carafe_mm.engine'}
+CUSTOM_IMPORTS = {'carafe_mm.mmdet', 'carafe_mm.mmseg', 'carafe_mm.compat'}
 CONFIGS = sorted(
     glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True))
 

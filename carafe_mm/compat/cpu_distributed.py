@@ -1,11 +1,12 @@
-"""Multi-process training without GPUs.
+"""Multi-process training and testing without GPUs.
 
 mmengine's runner initialises torch.distributed through
 ``torch.cuda.set_device`` and wraps the model in DDP with ``device_ids``,
-both of which fail on a CPU-only machine. ``init_cpu_distributed`` sets up a
-gloo process group first (the runner then skips its own initialisation),
-and :class:`CPUDistributedDataParallel` is DDP without device ids.
-``tools/train.py`` and ``tools/test.py`` use both when there is no GPU.
+both of which fail on a CPU-only machine. :func:`setup_cpu_distributed`
+sets up a gloo process group first (the runner then skips its own
+initialisation) and has the runner wrap the model in
+:class:`CPUDistributedDataParallel`, DDP without device ids.
+``tools/train.py`` and ``tools/test.py`` call it when there is no GPU.
 """
 import os
 
@@ -23,11 +24,10 @@ class CPUDistributedDataParallel(MMDistributedDataParallel):
         super().__init__(module=module, device_ids=None, **kwargs)
 
 
-def init_cpu_distributed(launcher):
-    """Initialise a gloo process group from the launcher's environment
-    (``pytorch``: torchrun's RANK / WORLD_SIZE / MASTER_*; ``slurm``:
-    SLURM_PROCID / SLURM_NTASKS, with MASTER_ADDR / MASTER_PORT set by the
-    caller)."""
+def _init_gloo(launcher):
+    """A gloo process group from the launcher's environment (``pytorch``:
+    torchrun's RANK / WORLD_SIZE / MASTER_*; ``slurm``: SLURM_PROCID /
+    SLURM_NTASKS, with MASTER_ADDR / MASTER_PORT set by the caller)."""
     if dist.is_initialized():
         return
     if launcher == 'slurm':
@@ -35,6 +35,22 @@ def init_cpu_distributed(launcher):
         os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
         os.environ.setdefault('LOCAL_RANK', os.environ['SLURM_LOCALID'])
     elif launcher != 'pytorch':
-        raise ValueError(f'launcher must be pytorch or slurm on a machine '
+        raise ValueError(f'--launcher must be pytorch or slurm on a machine '
                          f'without GPUs, but got {launcher!r}')
     dist.init_process_group(backend='gloo')
+
+
+def setup_cpu_distributed(cfg):
+    """Initialise gloo for ``cfg.launcher`` and make ``cfg``'s runner wrap
+    the model in :class:`CPUDistributedDataParallel`, with the defaults the
+    runner gives DDP when the config has no ``model_wrapper_cfg``."""
+    _init_gloo(cfg.launcher)
+    wrapper = dict(cfg.get('model_wrapper_cfg', None) or {})
+    if wrapper.get('type', 'MMDistributedDataParallel') == \
+            'MMDistributedDataParallel':
+        wrapper['type'] = 'CPUDistributedDataParallel'
+    wrapper.setdefault('broadcast_buffers', False)
+    wrapper.setdefault('find_unused_parameters',
+                       cfg.get('find_unused_parameters', False))
+    cfg.model_wrapper_cfg = wrapper
+    return cfg

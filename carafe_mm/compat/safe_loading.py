@@ -12,7 +12,7 @@ code it carries; the loaders of local files, ``pavi://`` and ``s3://`` /
 ``petrel://`` leave ``weights_only`` to torch's default, which
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turns off.
 
-Importing this module (``carafe_mm.engine``, ``carafe_mm.mmdet`` and
+Importing this module (``carafe_mm.compat``, ``carafe_mm.mmdet`` and
 ``carafe_mm.mmseg`` do, and so do our tools) registers, for each of those
 schemes, a loader that finds or downloads the file as mmengine's does (the
 same URL tables, the same ``torch.hub`` cache) and unpickles it with
@@ -27,6 +27,7 @@ import os
 import os.path as osp
 import pickle
 import re
+from contextlib import contextmanager
 from tempfile import TemporaryDirectory
 from urllib.parse import urlparse
 
@@ -346,6 +347,17 @@ SAFE_LOADERS = {
     ('open-mmlab://', 'openmmlab://'): load_from_openmmlab,
     'mmcls://': load_from_mmcls,
 }
+
+
+@contextmanager
+def explain_unsafe_checkpoint():
+    """Exit with the message of a checkpoint the loaders above refused
+    (unsafe, empty or truncated: the message names the file and what to
+    do), without a traceback (for scripts such as ``tools/test.py``)."""
+    try:
+        yield
+    except (UnsafeCheckpointError, CorruptCheckpointError) as e:
+        raise SystemExit(f'error: {e}') from e
 
 
 def register_safe_loaders():

@@ -4,7 +4,7 @@
 :class:`UpsamplerUPerHead` in mmseg's registry, the upsamplers in mmengine's
 root registry, and :class:`SafeCheckpointHook`.
 """
-import carafe_mm.engine  # noqa: F401
+import carafe_mm.compat  # noqa: F401
 import carafe_mm.models  # noqa: F401
 from .upsampler_uper_head import UpsamplerUPerHead
 

@@ -20,7 +20,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from carafe_mm.engine import to_safe  # noqa: E402
+from carafe_mm.compat import to_safe  # noqa: E402
 
 
 def main(argv=None):
