@@ -1,4 +1,3 @@
-import itertools
 import os
 import os.path as osp
 import subprocess
@@ -7,7 +6,18 @@ import sys
 import pytest
 import torch
 
+from carafe_mm.ops import extension_available, extension_error
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+needs_extension = pytest.mark.skipif(
+    not extension_available(),
+    reason=f'carafe_mm._C did not load: {extension_error()}')
+
+
+def compiled(features, masks, k, g, s):
+    """The compiled forward op, without carafe()'s choice of backend."""
+    return torch.ops.carafe_mm.carafe_forward(features, masks, k, g, s)
 
 
 def cpu_and_cuda():
@@ -78,8 +88,10 @@ def make_inputs(n,
                         dtype=dtype), masks.to(device=device, dtype=dtype))
 
 
-def run_python(code, **env):
-    return subprocess.run([sys.executable, '-c', code],
+def run_python(code, *args, **env):
+    """Run ``python -c code *args`` in the repository root with env added to
+    the environment."""
+    return subprocess.run([sys.executable, '-c', code, *args],
                           cwd=REPO,
                           env={
                               **os.environ,
@@ -107,24 +119,3 @@ def run_tool(args, timeout=600, env=None):
         f'{" ".join(args)} failed:\n{result.stdout[-4000:]}\n'
         f'{result.stderr[-4000:]}')
     return result.stdout + result.stderr
-
-
-def carafe_loops(features, masks, k, g, s):
-    """CARAFE straight from the paper's formula, one output value at a
-    time; an oracle independent of unfold/einsum (shape letters as in
-    carafe_mm/ops/carafe.py)."""
-    n, c, h, w = features.shape
-    r = k // 2
-    out = torch.zeros(n, c, s * h, s * w, dtype=features.dtype)
-    for b, ch, oy, ox in itertools.product(
-            range(n), range(c), range(s * h), range(s * w)):
-        grp = ch // (c // g)
-        acc = 0.0
-        for ky, kx in itertools.product(range(k), range(k)):
-            iy, ix = oy // s + ky - r, ox // s + kx - r
-            if 0 <= iy < h and 0 <= ix < w:
-                acc += (
-                    masks[b, grp * k * k + ky * k + kx, oy, ox] *
-                    features[b, ch, iy, ix])
-        out[b, ch, oy, ox] = acc
-    return out
