@@ -345,8 +345,9 @@ def check_coco(dataset, report, args):
             ', '.join(f'{n} {c!r}' for c, n in other_classes.items()))
     unannotated = sum(1 for i in images if i.get('id') not in used_images)
     if unannotated and not dataset.test_mode:
-        report.note(f'{unannotated} of {len(images)} images have no usable '
-                    'annotation (filter_cfg filter_empty_gt drops them)')
+        report.note(f'{unannotated} of {len(images)} images have no '
+                    'annotation mmdet keeps (they train as background, or '
+                    'filter_empty_gt leaves them out)')
     report.note(f'{len(images)} images, {len(annotations)} annotations')
     prefix = dataset.data_prefix.get('img', '')
     decode_args = image_decode_args(dataset)
@@ -476,8 +477,9 @@ def check_split(cfg, split, args):
 
 def kind_of(dataset):
     if 'mmdet' in sys.modules:
-        from mmdet.datasets import CocoDataset
-        if isinstance(dataset, CocoDataset):
+        from mmdet.datasets import CocoDataset, CocoPanopticDataset
+        if isinstance(dataset, CocoDataset) and not isinstance(
+                dataset, CocoPanopticDataset):  # another annotation format
             return 'coco'
     if 'mmseg' in sys.modules:
         from mmseg.datasets import BaseSegDataset
