@@ -21,6 +21,12 @@ def carafe_flop_jit(inputs, outputs):
     return prod(get_shape(outputs[0])) * kernel_size * kernel_size
 
 
+# mmengine 0.10.7 has a public way to add a handle to one analyser
+# (FlopAnalyzer(...).set_op_handle, flop_count(supported_ops=...)), but
+# get_model_complexity_info, the function mmengine documents and our tools
+# call, builds its analysers itself and takes no handles: they copy these
+# module-level (private) default tables, the only place a handle reaches
+# every analyser built afterwards.
 complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS[OP_NAME] = carafe_flop_jit
 complexity_analysis._DEFAULT_SUPPORTED_ACT_OPS[OP_NAME] = \
     generic_activation_jit()
