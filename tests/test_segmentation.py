@@ -49,6 +49,10 @@ def features(size, batch=2, seed=0):
 
 @pytest.mark.parametrize('size', SIZES)
 def test_no_upsamplers_is_stock_uperhead(size):
+    """UpsamplerUPerHead's forward mirrors mmseg 1.2.2's UPerHead: with no
+    upsamplers it must equal the installed mmseg's, parameter for parameter
+    and output for output."""
+    import mmseg
     from mmseg.models.decode_heads import UPerHead
     torch.manual_seed(0)
     stock = UPerHead(**HEAD)
@@ -58,7 +62,13 @@ def test_no_upsamplers_is_stock_uperhead(size):
     stock.eval()
     ours.eval()
     feats = features(size)
-    torch.testing.assert_close(ours(feats), stock(feats), rtol=0, atol=0)
+    torch.testing.assert_close(
+        ours(feats),
+        stock(feats),
+        rtol=0,
+        atol=0,
+        msg=lambda diff: f'UpsamplerUPerHead (copied from mmseg 1.2.2) '
+        f'differs from mmseg {mmseg.__version__}\'s UPerHead: {diff}')
 
 
 UPSAMPLERS = [

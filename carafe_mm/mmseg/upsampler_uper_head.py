@@ -1,7 +1,14 @@
 """UperNet's decode head with learned upsamplers in PPM, FPN and FUSE.
 
+``psp_forward`` and ``_forward_feature`` mirror those of mmseg 1.2.2's
+``UPerHead`` (mmseg/models/decode_heads/uper_head.py), with each of its
+three bilinear resizes going through a method of its own
+(:meth:`UpsamplerUPerHead._ppm_upsample`, ``_fpn_upsample``,
+``_fuse_upsample``); tests/test_segmentation.py checks that with no
+upsamplers the head equals the installed mmseg's ``UPerHead``.
+
 Shape letters: N batch, C channels of the head, H_i×W_i the size of level i
-(i = 0 the finest, 1/4 of the image).
+(i = 0 the finest, 1/4 of the image), s a pooling scale of the PPM.
 """
 import torch
 from mmengine.model import ModuleList
@@ -91,25 +98,42 @@ class UpsamplerUPerHead(UPerHead):
         return resize(
             x, size=size, mode='bilinear', align_corners=self.align_corners)
 
+    def _ppm_upsample(self, i, pooled, size):
+        """PPM branch i's (N, C, s, s) map to the last level's ``size``."""
+        if self.ppm_upsamplers is None:
+            return self._resize(pooled, size)
+        # half the size, rounded up (integer arithmetic keeps it symbolic
+        # under torch.export), then 2x
+        half = ((size[0] + 1) // 2, (size[1] + 1) // 2)
+        up = self.ppm_upsamplers[i](self._resize(pooled, half))
+        return match_size(up, size)
+
+    def _fpn_upsample(self, i, lateral, size):
+        """Level i's lateral to level i - 1's ``size`` (top-down pathway)."""
+        if self.fpn_upsamplers is None:
+            return self._resize(lateral, size)
+        return match_size(self.fpn_upsamplers[i - 1](lateral), size)
+
+    def _fuse_upsample(self, i, out, sizes):
+        """Level i's output to level 0's size: one resize, or i steps of 2x,
+        step j aligned to level i - 1 - j's size (``sizes[i - 1 - j]``)."""
+        if self.fuse_upsamplers is None:
+            return self._resize(out, sizes[0])
+        for step, upsampler in enumerate(self.fuse_upsamplers[i - 1]):
+            out = match_size(upsampler(out), sizes[i - 1 - step])
+        return out
+
     def psp_forward(self, inputs):
         x = inputs[-1]
-        size = x.shape[2:]
         outs = [x]
         for i, branch in enumerate(self.psp_modules):
-            # (N, C, s, s) for pool scale s; the pooling is ours, which stays
-            # right at every size of a graph exported with dynamic shapes
+            # (N, C, s, s); the pooling is ours, which stays right at every
+            # size of a graph exported with dynamic shapes
             pool, *layers = branch
             pooled = adaptive_avg_pool2d(x, pool.output_size)
             for layer in layers:
                 pooled = layer(pooled)
-            if self.ppm_upsamplers is None:
-                outs.append(self._resize(pooled, size))
-            else:
-                # half the size, rounded up (integer arithmetic keeps it
-                # symbolic under torch.export)
-                half = ((size[0] + 1) // 2, (size[1] + 1) // 2)
-                up = self.ppm_upsamplers[i](self._resize(pooled, half))
-                outs.append(match_size(up, size))
+            outs.append(self._ppm_upsample(i, pooled, x.shape[2:]))
         return self.bottleneck(torch.cat(outs, dim=1))
 
     def _forward_feature(self, inputs):
@@ -123,24 +147,14 @@ class UpsamplerUPerHead(UPerHead):
         # top-down pathway
         levels = len(laterals)
         for i in range(levels - 1, 0, -1):
-            size = laterals[i - 1].shape[2:]
-            if self.fpn_upsamplers is None:
-                up = self._resize(laterals[i], size)
-            else:
-                up = match_size(self.fpn_upsamplers[i - 1](laterals[i]), size)
-            laterals[i - 1] = laterals[i - 1] + up
+            laterals[i - 1] = laterals[i - 1] + self._fpn_upsample(
+                i, laterals[i], laterals[i - 1].shape[2:])
 
         outs = [self.fpn_convs[i](laterals[i]) for i in range(levels - 1)]
         outs.append(laterals[-1])
 
         # fusion at level 0's size
+        sizes = [out.shape[2:] for out in outs]
         for i in range(levels - 1, 0, -1):
-            if self.fuse_upsamplers is None:
-                outs[i] = self._resize(outs[i], outs[0].shape[2:])
-                continue
-            x = outs[i]
-            for step, upsampler in enumerate(self.fuse_upsamplers[i - 1]):
-                # step j brings level i to level i - 1 - j
-                x = match_size(upsampler(x), outs[i - 1 - step].shape[2:])
-            outs[i] = x
+            outs[i] = self._fuse_upsample(i, outs[i], sizes)
         return self.fpn_bottleneck(torch.cat(outs, dim=1))
