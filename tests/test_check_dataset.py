@@ -242,8 +242,16 @@ def test_coco_training_errors_name_the_file(coco):
     write_json(ann_file, broken)
     with pytest.raises(
             ValueError,
-            match=f'{re.escape(ann_file)}: 1 annotations cannot '
-            f'be read: annotation id 4 has no bbox'):
+            match=f'{re.escape(ann_file)}: 1 annotations would fail '
+            'training: annotation id 4 has no bbox'):
+        build(FASTER_TOY, 'train', data_root=coco + '/')
+    infinite = json.loads(json.dumps(data))
+    infinite['annotations'][2]['bbox'][2] = math.inf  # CocoDataset keeps it
+    write_json(ann_file, infinite)
+    with pytest.raises(
+            ValueError,
+            match=r'annotation id 3 bbox \[.*, inf, .*\] is infinite but '
+            'mmdet keeps it'):
         build(FASTER_TOY, 'train', data_root=coco + '/')
 
     write_json(ann_file, dict(data, annotations=[]))
@@ -383,3 +391,55 @@ def test_reduce_zero_label_decides_the_valid_values(toy_ade20k, capsys):
     assert any(line.strip().startswith(labels) and line.endswith(
         'has values 4 outside the 4 classes (valid: 0..3 and 255 '
         '(ignored))') for line in out.splitlines()), out
+
+
+def test_annotation_checks_agree_with_coco_dataset(coco):
+    """coco_annotation_problem says None for exactly the annotations that
+    mmdet's own CocoDataset keeps (one image per annotation here)."""
+    from carafe_mm.datasets.checks import coco_annotation_problem
+    nan, inf = math.nan, math.inf
+    boxes = [([10, 10, 20, 20], 400), ([nan, 10, 20, 20], 400),
+             ([10, 10, nan, 20], 400), ([10, 10, 20, inf], 400),
+             ([10, 10, 0, 20], 400), ([10, 10, 20, -1], 400),
+             ([10, 10, 0.5, 20], 10), ([10, 10, 20, 0.9], 18),
+             ([-30, 10, 20, 20], 400), ([100, 10, 20, 20], 400),
+             ([10, 96, 20, 20], 400), ([90, 90, 20, 20], 400),
+             ([-5, -5, 20, 20], 400), ([10, 10, 20, 20], 0),
+             ([10, 10, 20, 20], -3), ([10, 10, 20, 20], nan)]
+    ann_file = osp.join(coco, 'annotations', 'instances_train.json')
+    data = read_json(ann_file)
+    image = dict(data['images'][0])
+    data['images'], data['annotations'] = [], []
+    for i, (bbox, area) in enumerate(boxes + [([10, 10, 20, 20], 400)]):
+        data['images'].append(dict(image, id=i))
+        data['annotations'].append(
+            dict(
+                id=i + 1,
+                image_id=i,
+                bbox=bbox,
+                area=area,
+                category_id=7 if i == len(boxes) else 1,
+                iscrowd=0))
+    write_json(ann_file, data)
+    dataset = build(
+        FASTER_TOY,
+        'train',
+        type='CocoDataset',
+        data_root=coco + '/',
+        test_mode=True)
+    kept = [
+        len(dataset.get_data_info(i)['instances']) == 1
+        for i in range(len(dataset))
+    ]
+    category_ids = {c['id'] for c in data['categories']}
+    problems = [
+        coco_annotation_problem(ann, image, category_ids)
+        for ann in data['annotations']
+    ]
+    # An infinite width or height passes mmdet's test: an error for us.
+    infinite = [
+        p is not None and p[1] == 'infinite bbox kept' for p in problems
+    ]
+    assert infinite == [i == 3 for i in range(len(problems))]
+    assert kept == [p is None or inf for p, inf in zip(problems, infinite)]
+    assert 2 < sum(kept) < len(kept)

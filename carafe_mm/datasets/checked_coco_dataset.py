@@ -98,8 +98,9 @@ class CheckedCOCO(COCO):
         if crashes:
             more = f' (and {len(crashes) - 3} more)' if len(
                 crashes) > 3 else ''
-            raise ValueError(f'{self.source}: {len(crashes)} annotations '
-                             f'cannot be read: {"; ".join(crashes[:3])}{more}')
+            raise ValueError(
+                f'{self.source}: {len(crashes)} annotations would fail '
+                f'training: {"; ".join(crashes[:3])}{more}')
         if drops:
             counts = ', '.join(f'{n} {kind}' for kind, n in drops.items())
             examples = '; '.join(first_drop.values())

@@ -99,8 +99,10 @@ def coco_annotation_problem(ann, image, category_ids):
     """Why mmdet's ``CocoDataset`` would crash on or leave out an annotation.
 
     The checks follow ``CocoDataset.parse_data_info``: a box is kept when it
-    is finite, overlaps the image, is at least 1 pixel wide and high, has a
-    positive ``area`` and a known category.
+    overlaps the image, is at least 1 pixel wide and high, has a positive
+    ``area`` and a known category. A NaN / inf box is usually dropped by
+    that test, but an infinite width or height passes it and reaches the
+    loss: that one is a ``CRASH``, as are missing keys and non-numbers.
 
     Args:
         ann (dict): One entry of the file's ``annotations``.
@@ -134,25 +136,36 @@ def coco_annotation_problem(ann, image, category_ids):
             and all(_is_number(v) for v in bbox)):
         return (CRASH, 'malformed bbox',
                 f'bbox {bbox!r} is not 4 numbers [x, y, w, h]')
-    if not all(math.isfinite(v) for v in bbox):
-        return DROP, 'NaN/inf bbox', f'bbox {list(bbox)} has NaN or inf'
+    width, height = image.get('width'), image.get('height')
+    area = ann['area']
+    if not (_is_number(width) and _is_number(height)):
+        return CRASH, 'malformed image size', (
+            f'has an image of size {width!r}x{height!r}, not numbers')
+    if not _is_number(area):
+        return CRASH, 'malformed area', f'area {area!r} is not a number'
     x, y, w, h = bbox
+    # CocoDataset's test, in its order: Python's min / max keep or drop a
+    # NaN by argument order, which decides what a NaN / inf box becomes.
+    overlap = (
+        max(0,
+            min(x + w, width) - max(x, 0)) *
+        max(0,
+            min(y + h, height) - max(y, 0)))
+    kept = overlap != 0 and not (area <= 0 or w < 1 or h < 1)
+    if not all(math.isfinite(v) for v in bbox):
+        if kept:  # e.g. an infinite width: the box reaches the loss
+            return CRASH, 'infinite bbox kept', (
+                f'bbox {list(bbox)} is infinite but mmdet keeps it')
+        return DROP, 'NaN/inf bbox', f'bbox {list(bbox)} has NaN or inf'
     if w <= 0 or h <= 0:
         return DROP, 'degenerate bbox', (
             f'bbox {list(bbox)} has width or height <= 0')
-    width, height = image.get('width'), image.get('height')
-    if _is_number(width) and _is_number(height):
-        overlap_w = min(x + w, width) - max(x, 0)
-        overlap_h = min(y + h, height) - max(y, 0)
-        if overlap_w <= 0 or overlap_h <= 0:
-            return DROP, 'bbox outside the image', (
-                f'bbox {list(bbox)} is outside the {width}x{height} image')
+    if overlap == 0:
+        return DROP, 'bbox outside the image', (
+            f'bbox {list(bbox)} is outside the {width}x{height} image')
     if w < 1 or h < 1:
         return DROP, 'bbox under 1 pixel', (
             f'bbox {list(bbox)} is less than 1 pixel wide or high')
-    area = ann['area']
-    if not _is_number(area):
-        return CRASH, 'malformed area', f'area {area!r} is not a number'
     if area <= 0:
         return DROP, 'area <= 0', f'area {area!r} is not positive'
     if ann['category_id'] not in category_ids:

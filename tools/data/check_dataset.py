@@ -333,7 +333,7 @@ def check_coco(dataset, report, args):
                  if image is not None else '')
         name = (f'id {ann["id"]!r}'
                 if isinstance(ann, dict) and 'id' in ann else f'#{index}')
-        consequence = ('mmdet cannot read it'
+        consequence = ('training would fail on it'
                        if severity == checks.CRASH else 'mmdet leaves it out')
         report.add(
             ann_file, 'error' if severity == checks.CRASH else 'dropped',
