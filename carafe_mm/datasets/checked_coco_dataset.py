@@ -17,8 +17,8 @@ class CheckedCOCO(COCO):
 
     It raises ``ValueError`` naming the file for what would otherwise fail
     later without the file's name (invalid JSON, a missing ``images`` /
-    ``annotations`` / ``categories`` key, annotations without a ``bbox``
-    ...), and warns, with the file's name and the counts, about the
+    ``annotations`` / ``categories`` key, annotations without a ``bbox``,
+    an infinite box ...), and warns, with the file's name and the counts, about the
     annotations mmdet leaves out (degenerate, NaN or out-of-image boxes,
     unknown categories or images).
 
@@ -125,8 +125,9 @@ class CheckedCocoDataset(CocoDataset):
     Reading ``ann_file`` (through :class:`CheckedCOCO`) raises
     ``ValueError`` naming the file for invalid JSON (with line and column),
     a missing ``images``, ``annotations`` (outside test mode) or
-    ``categories`` key, no images, annotations mmdet cannot read, and
-    dataset classes that no category of the file has. It warns, naming the
+    ``categories`` key, no images, annotations mmdet cannot read or would
+    keep with an infinite box, and dataset classes that no category of the
+    file has. It warns, naming the
     file and the counts, about the annotations ``CocoDataset`` leaves out by
     design (boxes that are NaN, empty, under 1 pixel or outside the image,
     unknown categories or images). A training set with no image left after

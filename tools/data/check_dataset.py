@@ -13,7 +13,8 @@ would use them), then checked file by file:
   the line and column), has ``images``, ``annotations`` and ``categories``,
   the dataset's classes are categories of the file; every annotation mmdet
   cannot read or leaves out (NaN / inf, empty, sub-pixel or out-of-image
-  boxes, unknown ``category_id`` or ``image_id``, duplicate ids); every
+  boxes, unknown ``category_id`` or ``image_id``), an infinite box it would
+  keep, duplicate ids; every
   image exists, is readable and has the size the file says.
 * Semantic segmentation (``BaseSegDataset`` and subclasses, e.g. ADE20K):
   every image and label map exists and is readable; each label map is
