@@ -5,6 +5,10 @@ are added when torch sees a GPU and ``CUDA_HOME`` is found, or when
 ``FORCE_CUDA=1``; ``TORCH_CUDA_ARCH_LIST`` picks the architectures.
 
     pip install --no-build-isolation -e .
+
+The extension only loads with the torch it was compiled against, hence
+``--no-build-isolation``: it builds against the active environment's torch
+instead of a fresh one pip would install for the build.
 """
 import glob
 import os
@@ -22,20 +26,32 @@ def get_version():
     return scope['__version__']
 
 
-def read_requirements():
-    """The runtime requirements: requirements.txt minus build/test tools."""
-    build_only = {
-        'setuptools', 'wheel', 'ninja', 'pytest', 'matplotlib', 'flake8',
-        'isort', 'yapf', 'codespell'
-    }
-    reqs = []
-    with open(osp.join(ROOT, 'requirements.txt')) as f:
-        for line in f:
-            line = line.split('#')[0].strip()
-            name = line.split('<')[0].split('>')[0].split('=')[0].strip()
-            if line and name not in build_only:
-                reqs.append(line)
-    return reqs
+# The versions carafe_mm works with, so that installing it into an existing
+# OpenMMLab environment keeps that environment's torch, mmengine, mmdet and
+# mmseg. The exact versions it is tested with are pinned in
+# requirements/constraints.txt, which tools/install.sh and CI use.
+INSTALL_REQUIRES = [
+    # carafe_mm.ops: torch.library.register_fake / register_autograd and
+    # torch.get_autocast_dtype (torch 2.4), torch.compiler.is_exporting (2.7)
+    'torch>=2.7',
+    # carafe_mm.models: mmengine 0.7.1 is mmdet 3.x's minimum; 1.0 may break
+    # the registry and analysis APIs used here
+    'mmengine>=0.7.1,<1.0.0',
+    'numpy',
+]
+# mmdet 3.3 and mmseg 1.2 refuse mmcv >= 2.2 when they are imported.
+MMCV = 'mmcv>=2.0.0rc4,<2.2.0'
+EXTRAS_REQUIRE = {
+    'mmdet': ['mmdet>=3.0.0,<4.0.0', MMCV],
+    # mmseg imports ftfy and regex without declaring them
+    'mmseg': ['mmsegmentation>=1.0.0,<2.0.0', MMCV, 'ftfy', 'regex'],
+    # onnx 1.17 is onnxscript's minimum; onnxruntime 1.14 runs opset 18, the
+    # default of torch's exporter
+    'onnx': ['onnx>=1.17', 'onnxruntime>=1.14', 'onnxscript'],
+}
+# dev: the test suite (which covers every extra), benchmark plots and lint
+DEV_TOOLS = {'codespell', 'flake8', 'isort', 'matplotlib', 'pytest', 'yapf'}
+EXTRAS_REQUIRE['dev'] = sorted(DEV_TOOLS.union(*EXTRAS_REQUIRE.values()))
 
 
 def get_extensions():
@@ -82,10 +98,12 @@ setup(
     'integration.',
     long_description=open(osp.join(ROOT, 'README.md')).read(),
     long_description_content_type='text/markdown',
-    license='Apache License 2.0',
+    license='Apache-2.0',
+    license_files=['LICENSE'],
     python_requires='>=3.10',
     packages=find_packages(exclude=('tests', 'tools', 'configs')),
-    install_requires=read_requirements(),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
     ext_modules=get_extensions(),
     cmdclass=get_cmdclass(),
     zip_safe=False,
