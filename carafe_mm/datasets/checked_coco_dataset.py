@@ -18,9 +18,9 @@ class CheckedCOCO(COCO):
     It raises ``ValueError`` naming the file for what would otherwise fail
     later without the file's name (invalid JSON, a missing ``images`` /
     ``annotations`` / ``categories`` key, annotations without a ``bbox``,
-    an infinite box ...), and warns, with the file's name and the counts, about the
-    annotations mmdet leaves out (degenerate, NaN or out-of-image boxes,
-    unknown categories or images).
+    an infinite box ...), and warns, with the file's name and the counts,
+    about the annotations mmdet leaves out (degenerate, NaN or out-of-image
+    boxes, unknown categories or images).
 
     Args:
         annotation_file (str): The (local) file to read.
