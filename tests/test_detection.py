@@ -13,6 +13,7 @@ from mmengine.registry import init_default_scope
 
 import carafe_mm.mmdet  # noqa: F401
 from carafe_mm.compat import from_safe, to_safe
+from carafe_mm.models.upsamplers import UPSAMPLERS
 from carafe_mm.ops import carafe_reference
 from .utils import REPO, shrink_detector, toy_data_options
 
@@ -122,6 +123,37 @@ def test_mask_head_zero_and_some_rois(upsampler):
         assert out.shape == (n, 3, 28, 28)
         out.sum().backward()
         assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize('upsampler', UPSAMPLERS)
+def test_mask_head_relu_is_the_upsampler_class_choice(upsampler):
+    """As mmdet's FCNMaskHead: a ReLU after the deconvolution only, asked for
+    by the upsampler class (Deconv.relu_in_mask_head), or set explicitly."""
+    from mmdet.registry import MODELS
+
+    def head(**kwargs):
+        return MODELS.build(
+            dict(
+                type='UpsamplerMaskHead',
+                num_convs=1,
+                in_channels=8,
+                conv_out_channels=8,
+                num_classes=3,
+                upsample_cfg=dict(type=upsampler),
+                **kwargs))
+
+    default, without, with_relu = head(), head(
+        relu_after_upsample=False), head(relu_after_upsample=True)
+    assert default.relu_after_upsample is (upsampler == 'Deconv')
+    assert type(default.upsample).relu_in_mask_head is (upsampler == 'Deconv')
+    assert without.relu_after_upsample is False
+    assert with_relu.relu_after_upsample is True
+    # what the logits see: after the ReLU, nothing negative
+    seen = []
+    with_relu.conv_logits.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0]))
+    with_relu(torch.randn(2, 8, 7, 7))
+    assert seen[0].min() >= 0
 
 
 # ---------------------------------------------------------------------------
@@ -242,7 +274,8 @@ DETECTORS = [
     'configs/detection/table3_mask_head_upsampler/'
     'mask-rcnn_r50_fpn_mask-bilinear-conv_1x_coco.py',
     'configs/detection/later_upsamplers/mask-rcnn_r50_fpn-a2u_1x_coco.py',
-    'configs/detection/table4_where/mask-rcnn_r50_fpn-carafe_1x_coco.py',
+    'configs/detection/table4_where/'
+    'mask-rcnn_r50_fpn-carafe_mask-deconv_1x_coco.py',
 ]
 
 

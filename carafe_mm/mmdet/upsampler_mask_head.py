@@ -19,7 +19,8 @@ class UpsamplerMaskHead(FCNMaskHead):
             ``channels`` is filled in.
         relu_after_upsample (bool, optional): apply a ReLU after the
             upsampler, as mmdet does after its deconvolution. Defaults to
-            None: only after ``Deconv``.
+            None: the upsampler class's ``relu_in_mask_head`` (True only
+            for ``Deconv`` and its subclasses).
         **kwargs: the other arguments of ``FCNMaskHead``.
     """
 
@@ -42,7 +43,7 @@ class UpsamplerMaskHead(FCNMaskHead):
         self.upsample = MODELS.build(
             dict(cfg, channels=channels, scale_factor=self.scale_factor))
         self.relu_after_upsample = (
-            self.upsample_method == 'Deconv'
+            getattr(self.upsample, 'relu_in_mask_head', False)
             if relu_after_upsample is None else bool(relu_after_upsample))
 
     def forward(self, x):

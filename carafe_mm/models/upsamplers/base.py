@@ -79,7 +79,15 @@ class BaseUpsampler(BaseModule):
         init_cfg (dict, optional): mmengine initialisation config; when given
             it replaces :meth:`reset_parameters` in :meth:`init_weights`.
             Defaults to None.
+
+    Attributes:
+        relu_in_mask_head (bool): whether a mask head applies its ReLU after
+            this upsampler, as mmdet's ``FCNMaskHead`` does after its
+            deconvolution (and after no other upsampler). False here; True
+            for :class:`Deconv`.
     """
+
+    relu_in_mask_head = False
 
     def __init__(self, channels, scale_factor=2, init_cfg=None):
         super().__init__(init_cfg=init_cfg)

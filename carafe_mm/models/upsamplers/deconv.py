@@ -21,6 +21,8 @@ class Deconv(BaseUpsampler):
         init_cfg (dict, optional): see :class:`BaseUpsampler`.
     """
 
+    relu_in_mask_head = True  # as after mmdet's mask-head deconvolution
+
     def __init__(self, channels, scale_factor=2, kernel_size=3, init_cfg=None):
         super().__init__(channels, scale_factor, init_cfg)
         kernel_size = check_int('kernel_size', kernel_size)
