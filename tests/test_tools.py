@@ -1,6 +1,8 @@
 """End to end through the tools: toy data -> tools/train.py -> checkpoint ->
-tools/test.py (ours and mmdet's own) -> resume; 2-process gloo training;
---amp; the comparison script."""
+tools/test.py (ours, with --show-dir, and mmdet's own) -> resume; 2-process
+gloo training with --auto-scale-lr, then tools/test.py --tta; --amp; the
+comparison script."""
+import glob
 import os.path as osp
 import socket
 import subprocess
@@ -51,10 +53,16 @@ def test_train_test_resume_and_mmdet_test(toy_coco, tmp_path):
     preds = str(tmp_path / 'preds.pkl')
     out = run_tool([
         sys.executable, 'tools/test.py', MASK_TOY, ckpt, '--work-dir',
-        str(tmp_path / 'test'), '--out', preds, '--cfg-options', *data
+        str(tmp_path / 'test'), '--out', preds, '--show-dir', 'vis',
+        '--cfg-options', *data
     ])
     assert 'coco/segm_mAP' in out
     assert osp.getsize(preds) > 0
+    # As mmdet's --show-dir: one painted image per test image, under
+    # work_dir/TIMESTAMP/vis
+    painted = glob.glob(str(tmp_path / 'test' / '*' / 'vis' / '*.png'))
+    assert sorted(map(osp.basename, painted)) == sorted(
+        map(osp.basename, glob.glob(osp.join(toy_coco, 'val', '*.png'))))
 
     # mmdet's own tools/test.py loads the checkpoint with our config.
     out = run_tool([
@@ -80,18 +88,34 @@ def test_train_test_resume_and_mmdet_test(toy_coco, tmp_path):
 
 
 def test_two_process_gloo_training(toy_coco, tmp_path):
-    """tools/dist_train.sh with 2 processes on the CPU (gloo)."""
+    """tools/dist_train.sh with 2 processes on the CPU (gloo), scaling the
+    learning rate to the total batch size; then tools/test.py --tta."""
     work_dir = str(tmp_path / 'dist')
+    data = toy_data_options(toy_coco)
     out = run_tool([
         'bash', 'tools/dist_train.sh', FASTER_TOY, '2', '--work-dir', work_dir,
-        '--cfg-options', *one_epoch(), *toy_data_options(toy_coco)
+        '--auto-scale-lr', '--cfg-options', *one_epoch(), *data
     ],
                    env=dict(PORT=str(free_port()), OMP_NUM_THREADS='1'))
     assert 'coco/bbox_mAP' in out
     assert 'Distributed training: True' in out
     # 8 images, 2 processes × batch 4: one iteration per epoch
     assert 'Epoch(train) [1][1/1]' in out
-    assert osp.exists(osp.join(work_dir, 'epoch_1.pth'))
+    ckpt = osp.join(work_dir, 'epoch_1.pth')
+    assert osp.exists(ckpt)
+    # The toy's lr 0.02 is for mmdet's base batch of 16; 2 × 4 halves it.
+    assert 'Scaling the original LR by 0.5' in out
+    groups = torch.load(ckpt)['optimizer']['param_groups']
+    assert [g['initial_lr'] for g in groups] == [pytest.approx(0.01)]
+
+    # mmdet's default test-time augmentation: the toy config has none
+    out = run_tool([
+        sys.executable, 'tools/test.py', FASTER_TOY, ckpt, '--tta',
+        '--work-dir',
+        str(tmp_path / 'tta'), '--cfg-options', *data
+    ])
+    assert 'has no tta_model: using mmdet\'s DetTTAModel' in out
+    assert 'coco/bbox_mAP' in out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU case')
