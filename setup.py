@@ -34,8 +34,8 @@ INSTALL_REQUIRES = [
     # carafe_mm.ops: torch.library.register_fake / register_autograd and
     # torch.get_autocast_dtype (torch 2.4), torch.compiler.is_exporting (2.7)
     'torch>=2.7',
-    # carafe_mm.models: mmengine 0.7.1 is mmdet 3.x's minimum; 1.0 may break
-    # the registry and analysis APIs used here
+    # carafe_mm.models and the integrations work with mmengine 0.7.1 (also
+    # mmdet 3.3's minimum); mmdet and mmseg refuse 1.0
     'mmengine>=0.7.1,<1.0.0',
     'numpy',
 ]
