@@ -345,6 +345,7 @@ def load_tool():
     spec = importlib.util.spec_from_file_location(
         'check_dataset', osp.join(REPO, 'tools', 'data', 'check_dataset.py'))
     module = importlib.util.module_from_spec(spec)
+    sys.modules['check_dataset'] = module  # worker processes pickle by name
     spec.loader.exec_module(module)
     return module
 
@@ -443,3 +444,28 @@ def test_annotation_checks_agree_with_coco_dataset(coco):
     assert infinite == [i == 3 for i in range(len(problems))]
     assert kept == [p is None or inf for p, inf in zip(problems, infinite)]
     assert 2 < sum(kept) < len(kept)
+
+
+def test_worker_processes_report_the_same(tmp_path, capsys):
+    """With enough files the checks run in a process pool; a fault in one
+    of them is still named, in order."""
+    root = str(tmp_path / 'ade')
+    subprocess.run([
+        sys.executable, 'tools/data/make_toy_ade20k.py', '--out', root,
+        '--train', '70', '--val', '1', '--size', '32'
+    ],
+                   cwd=REPO,
+                   check=True,
+                   capture_output=True)
+    label = osp.join(root, 'annotations', 'training', 'toy_000066.png')
+    cv2.imwrite(label, np.full((32, 32), 9, np.uint8))
+    tool = load_tool()
+    args = [
+        osp.join(REPO, UPERNET_TOY), '--split', 'train', '--cfg-options',
+        f'train_dataloader.dataset.data_root={root}/'
+    ]
+    assert tool.main([*args, '--workers', '2']) == 1
+    parallel = capsys.readouterr().out
+    assert f'{label} has values 9 outside the 4 classes' in parallel
+    assert tool.main([*args, '--workers', '0']) == 1
+    assert capsys.readouterr().out == parallel
