@@ -6,22 +6,29 @@ import numpy as np
 import torch
 
 
-def _median_ms(fn, repeats):
-    fn()  # warm-up (allocations, onnxruntime's first-run setup)
-    times = []
+def _median_ms(fns, repeats):
+    """Median wall time of each of ``fns``, run in turn ``repeats`` times
+    after a warm-up, so that the load of a shared machine falls on all of
+    them alike."""
+    for fn in fns:
+        fn()  # warm-up (allocations, onnxruntime's first-run setup)
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [1000 * float(np.median(spent)) for spent in times]
 
 
 def onnxruntime_session(path, threads=None):
     """An onnxruntime CPU session of the ONNX file ``path``."""
     import onnxruntime as ort
     options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    # no busy-waiting after a run, which would slow the PyTorch runs that
+    # are timed in between
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
     return ort.InferenceSession(
         path, options, providers=['CPUExecutionProvider'])
 
@@ -52,7 +59,6 @@ def compare_with_onnxruntime(module, path, shapes, repeats=5, seed=0):
         feed = dict(zip(names, (x.numpy() for x in inputs)))
         with torch.no_grad():
             expected = _flatten(module(*inputs))
-            torch_ms = _median_ms(lambda: module(*inputs), repeats)
         got = session.run(None, feed)
         if len(got) != len(expected):
             raise AssertionError(f'{path}: {len(got)} outputs, PyTorch '
@@ -67,7 +73,10 @@ def compare_with_onnxruntime(module, path, shapes, repeats=5, seed=0):
             if want.size:
                 max_abs = max(max_abs, float(np.abs(want - have).max()))
                 scale = max(scale, float(np.abs(want).max()))
-        ort_ms = _median_ms(lambda: session.run(None, feed), repeats)
+        with torch.no_grad():
+            torch_ms, ort_ms = _median_ms(
+                [lambda: module(*inputs), lambda: session.run(None, feed)],
+                repeats)
         rows.append(
             dict(
                 shape=case,
