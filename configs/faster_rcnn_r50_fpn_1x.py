@@ -1,2 +1,1 @@
-# The name promised by the README; see detection/.
 _base_ = './detection/faster-rcnn_r50_fpn_1x_coco.py'

@@ -1,2 +1,1 @@
-# The name promised by the README; see detection/.
 _base_ = './detection/mask-rcnn_r50_fpn_1x_coco.py'

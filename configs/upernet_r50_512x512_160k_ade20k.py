@@ -1,2 +1,1 @@
-# The name promised by the README; see segmentation/.
 _base_ = './segmentation/upernet_r50_4xb4-160k_ade20k-512x512.py'

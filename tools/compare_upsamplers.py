@@ -32,7 +32,7 @@ TASKS = {
         data_root='data/toy_coco'),
     'mask':
     dict(
-        config='configs/toy/mask-rcnn_r18_fpn-nearest_toy.py',
+        config='configs/toy/mask-rcnn_r18_fpn-nearest_mask-deconv_toy.py',
         metrics=('coco/bbox_mAP', 'coco/segm_mAP'),
         data_root='data/toy_coco'),
     'seg':

@@ -9,10 +9,7 @@ model = dict(
     data_preprocessor=dict(pad_size_divisor=64),
     neck=dict(
         type='UpsamplerFPN',
-        upsample_cfg=dict(
-            type='CARAFE',
-            up_kernel=5,
-            up_group=1,
-            encoder_kernel=3,
-            encoder_dilation=1,
-            compressed_channels=64)))
+        # CARAFE's defaults are the paper's and the official model's
+        # (k_up = 5, k_enc = 3, C_m = 64), so only the type is named and
+        # `--cfg-options model.neck.upsample_cfg.type=DySample` swaps it.
+        upsample_cfg=dict(type='CARAFE')))

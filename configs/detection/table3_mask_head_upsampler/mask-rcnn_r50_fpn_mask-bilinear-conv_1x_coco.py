@@ -3,5 +3,4 @@ _base_ = '../mask-rcnn_r50_fpn_1x_coco.py'
 model = dict(
     roi_head=dict(
         mask_head=dict(
-            type='UpsamplerMaskHead',
-            upsample_cfg=dict(type='BilinearConv', scale_factor=2))))
+            type='UpsamplerMaskHead', upsample_cfg=dict(type='BilinearConv'))))

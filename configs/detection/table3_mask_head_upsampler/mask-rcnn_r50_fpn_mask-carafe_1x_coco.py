@@ -1,7 +1,1 @@
-# Table 3: CARAFE in the mask head (14×14 -> 28×28), nearest FPN.
-_base_ = '../mask-rcnn_r50_fpn_1x_coco.py'
-model = dict(
-    roi_head=dict(
-        mask_head=dict(
-            type='UpsamplerMaskHead',
-            upsample_cfg=dict(type='CARAFE', scale_factor=2))))
+_base_ = '../table4_where/mask-rcnn_r50_fpn_mask-carafe_1x_coco.py'

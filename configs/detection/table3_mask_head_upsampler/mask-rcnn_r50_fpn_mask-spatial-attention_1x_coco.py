@@ -4,4 +4,4 @@ model = dict(
     roi_head=dict(
         mask_head=dict(
             type='UpsamplerMaskHead',
-            upsample_cfg=dict(type='SpatialAttention', scale_factor=2))))
+            upsample_cfg=dict(type='SpatialAttention'))))

@@ -1,9 +1,8 @@
 # Table 6: CARAFE in the PPM + FUSE of UperNet,
 # bilinear elsewhere.
 _base_ = '../upernet_r50_4xb4-80k_ade20k-512x512.py'
-carafe = dict(type='CARAFE', up_kernel=5, encoder_kernel=3)
 model = dict(
     decode_head=dict(
         type='UpsamplerUPerHead',
-        ppm_upsample_cfg=carafe,
-        fuse_upsample_cfg=carafe))
+        ppm_upsample_cfg=dict(type='CARAFE'),
+        fuse_upsample_cfg=dict(type='CARAFE')))

@@ -4,6 +4,7 @@
 _base_ = './faster-rcnn_r18_fpn_toy.py'
 
 model = dict(
+    type='MaskRCNN',
     roi_head=dict(
         mask_roi_extractor=dict(
             type='SingleRoIExtractor',
