@@ -1,0 +1,206 @@
+"""The CUDA kernels (carafe_mm/csrc/cuda) run on the CPU under the emulation
+of tests/cuda_emu: the CUDA test cases of test_ops.py, checked against the
+reference, with every device buffer bounds-checked and poison-filled.
+
+$CARAFE_MM_EMU_KERNELS names another .cu file to test in place of the
+project's (a scratch copy with a deliberate bug must make these tests fail).
+
+Shape letters: N batch, C channels, G groups, H×W input, s scale, k kernel.
+"""
+import hashlib
+import itertools
+import os
+
+import pytest
+import torch
+
+from carafe_mm.ops import carafe_reference
+from .cuda_emu import KERNELS, load
+from .utils import make_inputs
+
+# Few SMs, so that the grids are small and the grid-stride loops go round.
+SM_COUNT = 2
+
+
+@pytest.fixture(scope='module')
+def emu():
+    source = os.environ.get('CARAFE_MM_EMU_KERNELS', KERNELS)
+    name = 'carafe_mm_emu'
+    if os.path.abspath(source) != KERNELS:
+        path = os.path.abspath(source).encode()
+        name += '_' + hashlib.sha1(path).hexdigest()[:8]
+    lib = load(source, name=name)
+    previous = lib.configure(SM_COUNT)
+    yield lib
+    lib.configure(previous)
+
+
+class EmulatedCarafe(torch.autograd.Function):
+    """The emulated forward and backward ops, as one differentiable op."""
+
+    @staticmethod
+    def forward(ctx, ops, features, masks, k, g, s):
+        ctx.save_for_backward(features, masks)
+        ctx.ops, ctx.args = ops, (k, g, s)
+        return ops.carafe_forward(features, masks, k, g, s)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        features, masks = ctx.saved_tensors
+        grad_features, grad_masks = ctx.ops.carafe_backward(
+            grad_output, features, masks, *ctx.args)
+        return None, grad_features, grad_masks, None, None, None
+
+
+def grads(fn, features, masks, k, g, s, grad_output=None):
+    """Output, grad of features and grad of masks of fn."""
+    features = features.detach().requires_grad_()
+    masks = masks.detach().requires_grad_()
+    out = fn(features, masks, k, g, s)
+    if grad_output is None:
+        grad_output = torch.randn(
+            out.shape,
+            generator=torch.Generator().manual_seed(1),
+            dtype=torch.float64).to(out)
+    out.backward(grad_output)
+    return out, features.grad, masks.grad
+
+
+def emulated(emu):
+    return lambda *args: EmulatedCarafe.apply(emu.ops, *args)
+
+
+def assert_matches_reference(emu, features, masks, k, g, s, **tol):
+    expected = grads(carafe_reference, features, masks, k, g, s)
+    actual = grads(emulated(emu), features, masks, k, g, s)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, **tol)
+
+
+@pytest.mark.parametrize(
+    'k,g,s', list(itertools.product([1, 3, 5, 7], [1, 2, 4], [1, 2, 3, 4])))
+def test_matches_reference(emu, k, g, s):
+    features, masks = make_inputs(2, 3 * g, 5, 7, k, g, s)
+    assert_matches_reference(emu, features, masks, k, g, s)
+
+
+@pytest.mark.parametrize(
+    'shape',
+    [
+        (1, 6, 37, 41, 5, 2, 2),  # many blocks, grid-stride loops
+        (3, 5, 1, 1, 3, 1, 2),  # a single pixel: every tap but the centre pads
+        (2, 7, 2, 19, 7, 7, 3),  # k larger than the input, one channel a group
+        (1, 2, 4, 3, 21, 2, 1),  # G·k² = 882 mask channels
+        (1, 9, 6, 5, 3, 3, 5),  # C/G = 3: channel blocks with a remainder
+        (1, 40, 3, 4, 3, 1, 2),  # C/G = 40: two full channel blocks and a part
+        (2, 4, 6, 7, 11, 2, 2),  # k = 11
+        (1, 3, 12, 13, 9, 1, 4),  # k = 9, s = 4
+    ])
+def test_matches_reference_odd_shapes(emu, shape):
+    n, c, h, w, k, g, s = shape
+    features, masks = make_inputs(n, c, h, w, k, g, s)
+    assert_matches_reference(emu, features, masks, k, g, s)
+
+
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5),
+                                       (torch.bfloat16, 2e-2),
+                                       (torch.float16, 2e-3)])
+def test_low_precision_within_tolerance(emu, dtype, tol):
+    k, g, s = 5, 2, 2
+    features, masks = make_inputs(2, 8, 9, 11, k, g, s)
+    go = torch.randn(2, 8, 18, 22, dtype=torch.float64)
+    # The reference on the values rounded to dtype: what an exact
+    # fp32-accumulating kernel gives before its output is rounded.
+    rounded = [x.to(dtype).double() for x in (features, masks, go)]
+    expected = grads(carafe_reference, *rounded[:2], k, g, s, rounded[2])
+    actual = grads(
+        emulated(emu), features.to(dtype), masks.to(dtype), k, g, s,
+        go.to(dtype))
+    for a, e in zip(actual, expected):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.double(), e, rtol=tol, atol=tol)
+
+
+def test_non_contiguous_and_channels_last(emu):
+    k, g, s = 3, 2, 2
+    features, masks = make_inputs(2, 4, 6, 5, k, g, s)
+    expected = grads(carafe_reference, features, masks, k, g, s)
+    # The same values in other layouts: a transposed view, a strided slice
+    # and channels_last; the launchers make them contiguous on the device.
+    f_t = features.transpose(2, 3).contiguous().transpose(2, 3)
+    m_wide = torch.zeros(2, 2 * masks.shape[1], 12, 10, dtype=masks.dtype)
+    m_wide[:, ::2] = masks
+    m_slice = m_wide[:, ::2]
+    assert not f_t.is_contiguous() and not m_slice.is_contiguous()
+    f_cl = features.contiguous(memory_format=torch.channels_last)
+    m_cl = masks.contiguous(memory_format=torch.channels_last)
+    go = torch.randn(
+        2,
+        4,
+        12,
+        10,
+        generator=torch.Generator().manual_seed(1),
+        dtype=torch.float64)
+    go_t = go.transpose(0, 1).contiguous().transpose(0, 1)
+    for f, m in [(f_t, m_slice), (f_cl, m_cl)]:
+        actual = grads(emulated(emu), f, m, k, g, s, go_t)
+        for a, e in zip(actual, expected):
+            torch.testing.assert_close(a, e)
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+@pytest.mark.parametrize('k,g,s', [(3, 1, 2), (5, 2, 2), (1, 1, 3), (3, 3, 1)])
+def test_gradcheck(emu, seed, k, g, s):
+    features, masks = make_inputs(
+        1, 3 * g, 4, 3, k, g, s, seed=seed, normalise=False)
+    assert torch.autograd.gradcheck(
+        emulated(emu),
+        (features.requires_grad_(), masks.requires_grad_(), k, g, s),
+        fast_mode=True)
+
+
+@pytest.mark.parametrize('shape', [(0, 4, 5, 6), (2, 0, 5, 6), (2, 4, 0, 6)])
+def test_empty_inputs(emu, shape):
+    """The empty batch (a mask head with no RoIs), no channels, no rows."""
+    n, c, h, w = shape
+    k, g, s = 3, 1, 2
+    features = torch.randn(shape)
+    masks = torch.randn(n, k * k, s * h, s * w)
+    out, grad_features, grad_masks = grads(
+        emulated(emu), features, masks, k, g, s)
+    assert out.shape == (n, c, s * h, s * w)
+    assert grad_features.shape == features.shape
+    assert grad_masks.shape == masks.shape
+    assert not grad_features.any() and not grad_masks.any()
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_matches_compiled_cpu_op(emu, dtype):
+    features, masks = make_inputs(2, 32, 13, 17, 5, 4, 2, dtype)
+    cpu = grads(torch.ops.carafe_mm.carafe_forward, features, masks, 5, 4, 2)
+    emulated_ = grads(emulated(emu), features, masks, 5, 4, 2)
+    for a, b in zip(emulated_, cpu):
+        torch.testing.assert_close(a, b)
+
+
+def test_grid_stride_loops_cover_every_element(emu):
+    """On one emulated SM a grid has 32 blocks of 256 threads, fewer than
+    the work items of each kernel: each thread goes round its loop several
+    times, and every output element is still written exactly once."""
+    n, c, h, w, k, g, s = 1, 16, 64, 64, 3, 1, 2
+    features, masks = make_inputs(n, c, h, w, k, g, s, torch.float32)
+    previous = emu.configure(1)
+    try:
+        emu.trace(True)
+        assert_matches_reference(emu, features, masks, k, g, s)
+    finally:
+        emu.trace(False)
+        emu.configure(previous)
+    launches = emu.pop_log()
+    # forward, then the two backward kernels; the output, grad_masks and
+    # grad_features written once each
+    stored = [c * s * h * s * w, g * k * k * s * h * s * w, c * h * w]
+    assert len(launches) == len(stored)
+    for launch, elements in zip(launches, stored):
+        assert launch['threads'] == 32 * 256 < elements
+        assert launch['global_store']['bytes'] == 4 * elements
