@@ -476,3 +476,22 @@ def test_worker_processes_report_the_same(tmp_path, capsys):
     assert f'{label} has values 9 outside the 4 classes' in parallel
     assert tool.main([*args, '--workers', '0']) == 1
     assert capsys.readouterr().out == parallel
+
+
+def test_truncated_image_found_from_header_and_by_decoding(
+        toy_coco, coco, capsys):
+    """--decode-images decodes as LoadImageFromFile does: clean images
+    pass, a truncated PNG is named (as it is from its header alone)."""
+    rc, out = check_in_process(capsys, FASTER_TOY, toy_data_options(toy_coco),
+                               '--split', 'val', '--decode-images')
+    assert rc == 0, out
+    path = osp.join(coco, 'val', '000001.png')
+    with open(path, 'rb') as f:
+        content = f.read()
+    with open(path, 'wb') as f:
+        f.write(content[:len(content) // 2])
+    for extra in ([], ['--decode-images']):
+        rc, out = check_in_process(capsys, FASTER_TOY, toy_data_options(coco),
+                                   '--split', 'val', *extra)
+        assert rc == 1
+        assert f'{path} is not a readable image' in out
