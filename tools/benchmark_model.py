@@ -13,16 +13,16 @@ CPU defaults to smaller images (512×768, detection; 512×512, UperNet) and
 batch 1; GPU to 800×1216 / 512×512. Peak training memory is one training
 step of batch 2 with random targets: ``max_memory_allocated`` on GPU, the
 growth of the peak resident set (VmHWM) in a fresh process on CPU.
+Inference times are medians by ``torch.utils.benchmark`` after a warm-up.
 """
 import argparse
 import json
 import os.path as osp
-import statistics
-import subprocess
 import sys
-import time
 
 import torch
+from benchmark_utils import (add_devices_argument, chosen_devices, cpu_peak_mb,
+                             cuda_peak_mb, in_fresh_process, median_time)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
@@ -96,25 +96,13 @@ def make_batch(scope, size, batch, device, with_mask):
         data_samples=samples)
 
 
-def sync(device):
-    if device == 'cuda':
-        torch.cuda.synchronize()
-
-
-def inference_speed(model, scope, size, device, iters, warmup=2):
+def inference_speed(model, scope, size, device, iters):
+    """Images per second: one over the median time of a batch-1 predict."""
     model.eval()
     packed = make_batch(scope, size, 1, device, False)
     data = model.data_preprocessor(packed, False)
-    times = []
     with torch.no_grad():
-        for i in range(warmup + iters):
-            sync(device)
-            start = time.perf_counter()
-            model(**data, mode='predict')
-            sync(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return 1.0 / statistics.median(times)
+        return 1.0 / median_time(lambda: model(**data, mode='predict'), iters)
 
 
 def train_step(model, scope, size, device, with_mask):
@@ -125,45 +113,28 @@ def train_step(model, scope, size, device, with_mask):
     loss.backward()
 
 
-def proc_status_kib(field):
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
 def train_memory_child(spec):
+    """One training step in this fresh process; prints its peak resident
+    growth."""
     config, size, with_mask = json.loads(spec)
     model, scope = build_model(config, 'cpu')
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')
-    before = proc_status_kib('VmRSS')
-    train_step(model, scope, size, 'cpu', with_mask)
-    print((proc_status_kib('VmHWM') - before) / 1024)
+    print(
+        cpu_peak_mb(lambda: train_step(model, scope, size, 'cpu', with_mask)))
 
 
 def train_memory(config, scope, model, size, device, with_mask):
     if device == 'cuda':
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        train_step(model, scope, size, device, with_mask)
-        torch.cuda.synchronize()
+        peak = cuda_peak_mb(
+            lambda: train_step(model, scope, size, device, with_mask))
         model.zero_grad(set_to_none=True)
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    spec = json.dumps([config, list(size), with_mask])
-    result = subprocess.run(
-        [sys.executable, __file__, '--_train-memory', spec],
-        capture_output=True,
-        text=True,
-        check=True)
-    return float(result.stdout.strip().splitlines()[-1])
+        return peak
+    return in_fresh_process(__file__, '--_train-memory',
+                            [config, list(size), with_mask])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--devices', nargs='+', default=None)
+    add_devices_argument(parser)
     parser.add_argument(
         '--models', nargs='+', default=list(MODELS), choices=list(MODELS))
     parser.add_argument(
@@ -184,8 +155,7 @@ def main(argv=None):
 
     from mmengine.logging import MMLogger
     MMLogger.get_current_instance().setLevel(logging.ERROR)
-    devices = args.devices or (['cpu', 'cuda']
-                               if torch.cuda.is_available() else ['cpu'])
+    devices = chosen_devices(parser, args.devices)
     header = ('| device | model | upsampling | image | inference img/s | '
               'vs first row | train peak MB (batch 2) |')
     lines = [header, '|' + '---|' * (header.count('|') - 1)]

@@ -6,12 +6,16 @@ measured in the same run as a roofline (``x copy``: how many copies' worth of
 time the op takes). Optionally writes the table as Markdown and a PNG plot.
 
     python tools/benchmark_op.py                       # CPU (+ CUDA if any)
-    python tools/benchmark_op.py --devices cpu --markdown docs/op_cpu.md \
-        --plot docs/op_cpu.png
+    python tools/benchmark_op.py --devices cpu \
+        --markdown docs/benchmark_op_cpu.md --plot docs/benchmark_op_cpu.png
 
 Cases (k = 5, G = 1, s = 2, as in the paper):
     fpn        N=2,   C=256, 100×100 -> 200×200 (an FPN level)
     mask_head  N=256, C=256, 14×14 -> 28×28     (Mask R-CNN mask head)
+
+Times: medians by ``torch.utils.benchmark.Timer.blocked_autorange`` at
+torch's thread count after a warm-up call, over ``--repeat`` (the reference:
+``--reference-repeat``) calls' worth of time.
 
 Memory: CUDA reports ``max_memory_allocated`` above the inputs; CPU runs each
 measurement in a fresh process and reports the growth of its peak resident
@@ -21,17 +25,17 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import subprocess
+import shlex
 import sys
-import time
 
 import torch
+from benchmark_utils import (add_devices_argument, chosen_devices, cpu_peak_mb,
+                             cuda_peak_mb, in_fresh_process, median_time)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from carafe_mm.ops import carafe_reference  # noqa: E402
-from carafe_mm.ops import extension_available  # noqa: E402
+from carafe_mm.ops._extension import has_kernel  # noqa: E402
 
 CASES = {
     'fpn': dict(n=2, c=256, h=100, w=100, k=5, g=1, s=2),
@@ -53,7 +57,7 @@ def mmcv_carafe():
 
 def implementations(device):
     impls = {'reference': carafe_reference}
-    if extension_available():
+    if has_kernel(device):
         impls['carafe_mm'] = lambda *a: torch.ops.carafe_mm.carafe_forward(*a)
     if device == 'cuda' and mmcv_carafe() is not None:
         impls['mmcv'] = mmcv_carafe()
@@ -98,35 +102,6 @@ def min_bytes(case, dtype):
     return forward, forward + backward
 
 
-class Timer:
-    """Median wall time of fn; on CUDA with events and the L2 flushed."""
-
-    def __init__(self, device, repeat):
-        self.device, self.repeat = device, repeat
-        if device == 'cuda':
-            self.flush = torch.empty(
-                256 * 2**20, dtype=torch.uint8, device='cuda')
-
-    def __call__(self, fn, repeat=None):
-        fn()  # warm-up
-        times = []
-        for _ in range(repeat or self.repeat):
-            if self.device == 'cuda':
-                self.flush.zero_()
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end) / 1e3)
-            else:
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
-        return statistics.median(times)
-
-
 def run_pass(impl, case, features, masks, grad_output, backward):
     p = CASES[case]
     out = impl(features, masks, p['k'], p['g'], p['s'])
@@ -134,53 +109,35 @@ def run_pass(impl, case, features, masks, grad_output, backward):
         torch.autograd.grad(out, (features, masks), grad_output)
 
 
-def cpu_peak_memory(impl_name, case, dtype_name, backward):
-    """Peak resident growth of one pass, measured in a fresh process."""
-    spec = json.dumps([impl_name, case, dtype_name, backward])
-    result = subprocess.run([sys.executable, __file__, '--_memory', spec],
-                            capture_output=True,
-                            text=True,
-                            check=True)
-    return float(result.stdout.strip().splitlines()[-1])
-
-
-def proc_status_kib(field):
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(f'no {field} in /proc/self/status')
-
-
 def memory_child(spec):
+    """One pass in this fresh process; prints its peak resident growth."""
     impl_name, case, dtype_name, backward = json.loads(spec)
     impl = implementations('cpu')[impl_name]
     inputs = make_inputs(case, 'cpu', DTYPES[dtype_name], backward)
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')  # reset the peak resident set (VmHWM) to the current
-    before = proc_status_kib('VmRSS')
-    run_pass(impl, case, *inputs, backward)
-    print((proc_status_kib('VmHWM') - before) / 1024)
+    print(cpu_peak_mb(lambda: run_pass(impl, case, *inputs, backward)))
 
 
-def time_copy(timer, num_bytes, device):
+def time_copy(num_bytes, device, repeat):
     src = torch.empty(num_bytes // 4, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
-    return timer(lambda: dst.copy_(src))
+    return median_time(lambda: dst.copy_(src), repeat)
 
 
 def benchmark(device, cases, dtypes, repeat, reference_repeat, memory):
-    timer = Timer(device, repeat)
+    if not has_kernel(device):
+        print(f'carafe_mm._C has no {device} kernel (not built, or built '
+              'without CUDA: rebuild with FORCE_CUDA=1); timing the '
+              'reference alone.')
     rows = []
     for case in cases:
         for dtype_name in dtypes:
             dtype = DTYPES[dtype_name]
             fwd_bytes, total_bytes = min_bytes(case, dtype)
-            copy_s = time_copy(timer, fwd_bytes, device)
+            copy_s = time_copy(fwd_bytes, device, repeat)
             for name, impl in implementations(device).items():
                 if name == 'mmcv' and dtype == torch.bfloat16:
                     continue  # mmcv's op has no bf16 kernel
-                reps = reference_repeat if name == 'reference' else None
+                reps = reference_repeat if name == 'reference' else repeat
                 features, masks, go = make_inputs(case, device, dtype, True)
                 row = dict(
                     device=device,
@@ -189,10 +146,12 @@ def benchmark(device, cases, dtypes, repeat, reference_repeat, memory):
                     impl=name,
                     copy_ms=copy_s * 1e3)
                 for backward, key in ((False, 'fwd'), (True, 'fwd_bwd')):
+
+                    def one_pass():
+                        run_pass(impl, case, features, masks, go, backward)
+
                     with torch.set_grad_enabled(backward):
-                        t = timer(
-                            lambda: run_pass(impl, case, features, masks, go,
-                                             backward), reps)
+                        t = median_time(one_pass, reps)
                     row[f'{key}_ms'] = t * 1e3
                     row[f'{key}_gbs'] = (fwd_bytes if not backward else
                                          total_bytes) / t / 1e9
@@ -200,17 +159,12 @@ def benchmark(device, cases, dtypes, repeat, reference_repeat, memory):
                     if not memory:
                         row[f'{key}_peak_mb'] = float('nan')
                     elif device == 'cuda':
-                        torch.cuda.synchronize()
-                        base = torch.cuda.memory_allocated()
-                        torch.cuda.reset_peak_memory_stats()
                         with torch.set_grad_enabled(backward):
-                            run_pass(impl, case, features, masks, go, backward)
-                        torch.cuda.synchronize()
-                        row[f'{key}_peak_mb'] = (
-                            torch.cuda.max_memory_allocated() - base) / 2**20
+                            row[f'{key}_peak_mb'] = cuda_peak_mb(one_pass)
                     else:
-                        row[f'{key}_peak_mb'] = cpu_peak_memory(
-                            name, case, dtype_name, backward)
+                        row[f'{key}_peak_mb'] = in_fresh_process(
+                            __file__, '--_memory',
+                            [name, case, dtype_name, backward])
                 rows.append(row)
                 print(format_row(row), flush=True)
     return rows
@@ -250,6 +204,33 @@ def markdown(rows):
                  ', '.join(f'{d}/{c}/{t}: {ms:.2f} ms'
                            for (d, c, t), ms in copies) + '.')
     return '\n'.join(lines)
+
+
+def document(machine, table, path, plot_path=None):
+    """The Markdown file --markdown writes: how the table was made, the
+    table and, with --plot, the plot."""
+    command = shlex.join(['python', 'tools/benchmark_op.py', *sys.argv[1:]])
+    text = f'''# CARAFE op benchmark
+
+Made by `{command}` on {machine}.
+
+Cases (k = 5, G = 1, s = 2, as in the paper): `fpn`, N=2, C=256,
+100×100 -> 200×200 (an FPN level); `mask_head`, N=256, C=256, 14×14 -> 28×28
+(the Mask R-CNN mask head). `reference` is the pure-PyTorch `unfold` +
+`einsum` implementation (`carafe_mm.ops.carafe_reference`), `carafe_mm` the
+compiled op. Times are medians after a warm-up; `× copy` is the time over
+that of one copy of the forward's minimum bytes (features + masks + output)
+measured in the same run; GB/s counts those minimum bytes. Peak memory is
+the growth of the resident set of a fresh process running one pass on the
+CPU, `max_memory_allocated` above the inputs on CUDA. Timings on a shared
+machine vary from run to run; compare rows of the same run.
+
+{table}
+'''
+    if plot_path:
+        relative = os.path.relpath(plot_path, os.path.dirname(path) or '.')
+        text += f'\n![op benchmark]({relative})\n'
+    return text
 
 
 def plot(rows, path):
@@ -301,11 +282,7 @@ def cpu_name():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument(
-        '--devices',
-        nargs='+',
-        default=None,
-        help='default: cpu, and cuda when available')
+    add_devices_argument(parser)
     parser.add_argument(
         '--cases', nargs='+', default=list(CASES), choices=list(CASES))
     parser.add_argument(
@@ -327,8 +304,7 @@ def main():
     if args._memory:
         return memory_child(args._memory)
 
-    devices = args.devices or (['cpu', 'cuda']
-                               if torch.cuda.is_available() else ['cpu'])
+    devices = chosen_devices(parser, args.devices)
     machine = (f'{cpu_name()}, {torch.get_num_threads()} threads, '
                f'torch {torch.__version__}')
     if 'cuda' in devices:
@@ -344,7 +320,7 @@ def main():
     print(table)
     if args.markdown:
         with open(args.markdown, 'w') as f:
-            f.write(f'Machine: {machine}.\n\n{table}\n')
+            f.write(document(machine, table, args.markdown, args.plot))
     if args.plot:
         plot(rows, args.plot)
 
