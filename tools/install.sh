@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install carafe_mm and its pinned stack into the active Python.
+# Install carafe_mm and the stack it is tested with (the exact versions in
+# requirements/constraints.txt) into the active Python.
 #
 #   bash tools/install.sh
 #
@@ -31,9 +32,12 @@ for spec in sys.argv[1:]:
 EOF
 }
 
-# Everything pip installs is held to requirements.txt's pins, so no step can
-# pull in a different torch (and its GBs of CUDA packages) or numpy 2.
-pip_install() { "$PYTHON" -m pip install -c requirements.txt "$@"; }
+# Everything pip installs is held to the pins of requirements/constraints.txt,
+# so no step can pull in a different torch (and its GBs of CUDA packages) or
+# numpy 2, and a torch already at the pinned version is left as it is.
+pip_install() {
+    "$PYTHON" -m pip install -c requirements/constraints.txt "$@"
+}
 
 log 'installing the pinned requirements (a no-op when present)'
 pip_install -q -r requirements.txt
@@ -45,8 +49,19 @@ else
     MMCV_WITH_OPS=1 pip_install --no-build-isolation mmcv==2.1.0
 fi
 
-# carafe_mm from this checkout, in development mode; later runs rebuild only
-# the extension sources that changed (ninja).
+# Whether carafe_mm._C is newer than its sources and setup.py (the compiler
+# flags) and loads (it does not when built against another torch).
+extension_current() {
+    local so
+    so=$(ls carafe_mm/_C*.so 2>/dev/null | head -n 1)
+    [ -n "$so" ] &&
+        [ -z "$(find carafe_mm/csrc setup.py -newer "$so" -print -quit)" ] &&
+        (cd / && "$PYTHON" -c 'import torch, carafe_mm._C' 2>/dev/null)
+}
+
+# carafe_mm from this checkout, in development mode; later runs rebuild the
+# extension only when it is not current, and then only the sources that
+# changed (ninja).
 log 'building carafe_mm and its extension'
 # (checked from outside the checkout, where the current folder would shadow
 # what is installed)
@@ -58,7 +73,11 @@ ok = spec is not None and os.path.dirname(spec.origin) == os.path.join(
 sys.exit(0 if ok else 1)
 EOF
 then
-    "$PYTHON" setup.py -q build_ext --inplace
+    if extension_current; then
+        log 'carafe_mm installed from this checkout, its extension up to date'
+    else
+        "$PYTHON" setup.py -q build_ext --inplace
+    fi
 else
     pip_install --no-build-isolation --no-deps --use-pep517 -e .
 fi
