@@ -1,6 +1,7 @@
 """Segmentation: UpsamplerUPerHead against stock UPerHead, every site with
 several upsamplers at odd sizes, shrunk UperNets, and the toy ADE20K run
 through the tools (ours and mmseg's)."""
+import os
 import os.path as osp
 import sys
 
@@ -195,17 +196,36 @@ def test_toy_train_test_resume_and_mmseg_test(toy_ade20k, tmp_path):
     ckpt = osp.join(work_dir, 'iter_4.pth')
     assert torch.load(ckpt, map_location='cpu')['meta']['iter'] == 4
 
+    # mmseg's --out DIR (label maps) and --show-dir (painted images)
+    labels, painted = tmp_path / 'labels', tmp_path / 'painted'
     out = run_tool([
         sys.executable, 'tools/test.py', config, ckpt, '--work-dir',
-        str(tmp_path / 'test'), '--cfg-options', *data
+        str(tmp_path / 'test'), '--out',
+        str(labels), '--show-dir',
+        str(painted), '--cfg-options', *data,
+        'default_hooks.visualization.interval=1'
     ])
     assert 'mIoU' in out
+    images = sorted(
+        osp.splitext(p)[0]
+        for p in os.listdir(osp.join(toy_ade20k, 'images', 'validation')))
+    assert sorted(p[:-4] for p in os.listdir(labels)) == images
+    assert len(os.listdir(painted / 'vis_data' / 'vis_image')) == len(images)
     out = run_tool([
         sys.executable,
         osp.join(MMSEG_TOOLS, 'test.py'), config, ckpt, '--work-dir',
         str(tmp_path / 'mmseg_test'), '--cfg-options', *data
     ])
     assert 'mIoU' in out
+    # the TTA of mmseg's base config (6 scales x 2 flips)
+    out = run_tool([
+        sys.executable, 'tools/test.py', config, ckpt, '--tta', '--work-dir',
+        str(tmp_path / 'tta'), '--cfg-options', *data
+    ])
+    assert 'mIoU' in out
+    tested = Config.fromfile(tmp_path / 'tta' / osp.basename(config))
+    assert tested.model.type == 'SegTTAModel'
+    assert tested.test_dataloader.dataset.pipeline[1].type == 'TestTimeAug'
 
     more = [o.replace('max_iters=4', 'max_iters=8') for o in iters]
     out = run_tool([

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from mmengine.config import Config
 
 from .utils import REPO, run_tool, toy_data_options
 
@@ -116,6 +117,9 @@ def test_two_process_gloo_training(toy_coco, tmp_path):
     ])
     assert 'has no tta_model: using mmdet\'s DetTTAModel' in out
     assert 'coco/bbox_mAP' in out
+    tested = Config.fromfile(tmp_path / 'tta' / osp.basename(FASTER_TOY))
+    assert tested.model.type == 'DetTTAModel'
+    assert tested.test_dataloader.dataset.pipeline[-1].type == 'TestTimeAug'
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU case')

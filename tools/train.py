@@ -1,6 +1,6 @@
-"""Train a detector or a segmentor: mmdet 3.3's ``tools/train.py`` (whose
-arguments mmseg's take too) for any config, the library chosen by the
-config's ``default_scope``.
+"""Train a detector or a segmentor: mmdet 3.3's ``tools/train.py`` (mmseg
+1.2's takes a subset of its arguments) for any config, the library chosen
+by the config's ``default_scope``.
 
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr]
         [--resume [CHECKPOINT]] [--cfg-options k=v ...]
