@@ -16,7 +16,7 @@ import torch
 
 from carafe_mm.ops import carafe_reference
 from .cuda_emu import KERNELS, load
-from .utils import make_inputs
+from .utils import grads, make_inputs
 
 # Few SMs, so that the grids are small and the grid-stride loops go round.
 SM_COUNT = 2
@@ -50,20 +50,6 @@ class EmulatedCarafe(torch.autograd.Function):
         grad_features, grad_masks = ctx.ops.carafe_backward(
             grad_output, features, masks, *ctx.args)
         return None, grad_features, grad_masks, None, None, None
-
-
-def grads(fn, features, masks, k, g, s, grad_output=None):
-    """Output, grad of features and grad of masks of fn."""
-    features = features.detach().requires_grad_()
-    masks = masks.detach().requires_grad_()
-    out = fn(features, masks, k, g, s)
-    if grad_output is None:
-        grad_output = torch.randn(
-            out.shape,
-            generator=torch.Generator().manual_seed(1),
-            dtype=torch.float64).to(out)
-    out.backward(grad_output)
-    return out, features.grad, masks.grad
 
 
 def emulated(emu):

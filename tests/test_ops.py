@@ -11,24 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from carafe_mm.ops import carafe, carafe_reference
-from .utils import (compiled, cpu_and_cuda, make_inputs, needs_extension,
-                    run_python)
+from .utils import (compiled, cpu_and_cuda, grads, make_inputs,
+                    needs_extension, run_python)
 
 pytestmark = needs_extension
-
-
-def grads(fn, features, masks, k, g, s, grad_output=None):
-    features = features.detach().requires_grad_()
-    masks = masks.detach().requires_grad_()
-    out = fn(features, masks, k, g, s)
-    if grad_output is None:
-        grad_output = torch.randn(
-            out.shape,
-            generator=torch.Generator().manual_seed(1),
-            dtype=torch.float64).to(out)
-    out.backward(grad_output)
-    return out, features.grad, masks.grad
-
 
 # ---------------------------------------------------------------------------
 # compiled vs reference

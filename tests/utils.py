@@ -88,6 +88,21 @@ def make_inputs(n,
                         dtype=dtype), masks.to(device=device, dtype=dtype))
 
 
+def grads(fn, features, masks, k, g, s, grad_output=None):
+    """The output of fn and the gradients of features and masks (for
+    grad_output, by default a seeded random one)."""
+    features = features.detach().requires_grad_()
+    masks = masks.detach().requires_grad_()
+    out = fn(features, masks, k, g, s)
+    if grad_output is None:
+        grad_output = torch.randn(
+            out.shape,
+            generator=torch.Generator().manual_seed(1),
+            dtype=torch.float64).to(out)
+    out.backward(grad_output)
+    return out, features.grad, masks.grad
+
+
 def run_python(code, *args, **env):
     """Run ``python -c code *args`` in the repository root with env added to
     the environment."""
