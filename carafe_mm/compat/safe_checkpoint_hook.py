@@ -120,7 +120,7 @@ class SafeCheckpointHook(Hook):
     docstring), and restore what the runner needs when resuming.
 
     Add it to a config as ``custom_hooks = [dict(type='SafeCheckpointHook')]``
-    (carafe_mm's configs and ``tools/train.py`` do).
+    (carafe_mm's configs do).
     """
 
     priority = 'LOWEST'  # after every other hook has added its entries
