@@ -1,5 +1,5 @@
 """Every config under configs/ loads, builds its model (backbones shrunk
-to ResNet-18 without pretrained weights) and builds what its name says;
+to ResNet-18 without pretrained weights) and is what its name says;
 aliases are one-line ``_base_`` files listed in configs/README.md; the
 metafile names existing configs."""
 import copy
