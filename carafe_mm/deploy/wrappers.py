@@ -10,6 +10,7 @@ class SegmentorLogits(nn.Module):
     def __init__(self, segmentor):
         super().__init__()
         self.segmentor = segmentor
+        self.train(segmentor.training)
 
     def forward(self, inputs):
         return self.segmentor(inputs, mode='tensor')
@@ -23,8 +24,13 @@ class DetectorRawOutputs(nn.Module):
     def __init__(self, detector):
         super().__init__()
         self.detector = detector
-        self.head = getattr(detector, 'rpn_head', None) or getattr(
-            detector, 'bbox_head')
+        self.head_name = ('rpn_head' if getattr(detector, 'rpn_head', None)
+                          is not None else 'bbox_head')
+        self.train(detector.training)
+
+    @property
+    def head(self):
+        return getattr(self.detector, self.head_name)
 
     def forward(self, inputs):
         feats = tuple(self.detector.extract_feat(inputs))

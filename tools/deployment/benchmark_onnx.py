@@ -6,7 +6,8 @@ the FPN and the FUSE (the toy config's), each exported with dynamic sizes.
 
 PyTorch runs the compiled op; onnxruntime runs the standard-operator
 translation (carafe_mm/ops/onnx.py). Medians of ``--repeats`` runs after a
-warm-up, on torch's and onnxruntime's default number of threads.
+warm-up, both runtimes on ``--threads`` threads (torch's default number
+if not given).
 """
 import argparse
 import os.path as osp
@@ -67,9 +68,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument('--markdown', help='also write the table here')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        help='threads of both runtimes (default: torch\'s default)')
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f'--repeats must be >= 1, but got {args.repeats}')
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f'--threads must be >= 1, but got {args.threads}')
+        torch.set_num_threads(args.threads)
     import onnxruntime
 
     from carafe_mm.deploy import compare_with_onnxruntime, export_onnx

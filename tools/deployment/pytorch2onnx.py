@@ -56,14 +56,21 @@ def parse_args():
         help='use the TorchScript exporter (dynamo=False)')
     parser.add_argument(
         '--repeats', type=int, default=5, help='timed runs per runtime')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        help='threads of both runtimes in --verify (default: torch\'s '
+        'default)')
     args = parser.parse_args()
     for name in ('shape', 'verify_shape'):
         value = getattr(args, name)
         if value is not None and min(value) < 1:
             parser.error(f'--{name.replace("_", "-")} must be positive, but '
                          f'got {value}')
-    if args.repeats < 1:
-        parser.error(f'--repeats must be >= 1, but got {args.repeats}')
+    for name in ('repeats', 'threads'):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f'--{name} must be >= 1, but got {value}')
     return args
 
 
@@ -74,6 +81,7 @@ def build_model(config, checkpoint):
     from mmengine.logging import MMLogger
     from mmengine.registry import MODELS, init_default_scope
     from mmengine.runner import load_checkpoint
+
     # mmengine logs every parameter's initialisation at INFO level
     MMLogger.get_current_instance().setLevel(logging.WARNING)
     cfg = Config.fromfile(config)
@@ -116,6 +124,8 @@ def main():
           'passed, standard operators only')
     if not args.verify:
         return
+    if args.threads:
+        torch.set_num_threads(args.threads)
     shapes = [[(1, 3, h, w)]]
     if args.dynamic:
         other = args.verify_shape or (h + h // 2 + 1 - h % 2, w * 3 // 4 | 1)
