@@ -63,6 +63,17 @@ def test_auto_scale_lr_needs_a_base_batch_size():
         load_tool('train').main([UPERNET_TOY, '--auto-scale-lr'])
 
 
+def test_train_warns_without_safe_checkpoints():
+    """A config without SafeCheckpointHook is named (the run then stops at
+    --auto-scale-lr, which the UperNet config cannot do)."""
+    with pytest.warns(UserWarning, match=re.escape(
+            f'{UPERNET_TOY} has no SafeCheckpointHook in custom_hooks')), \
+            pytest.raises(ValueError, match='--auto-scale-lr needs'):
+        load_tool('train').main([
+            UPERNET_TOY, '--auto-scale-lr', '--cfg-options', 'custom_hooks=[]'
+        ])
+
+
 def test_tta_needs_the_configs_tta_model():
     with pytest.raises(
             ValueError,

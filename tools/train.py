@@ -91,8 +91,8 @@ def main(argv=None):
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
 
-    # The config is where SafeCheckpointHook comes from (carafe_mm's all
-    # have it), so that mmdet's and mmseg's own tools save safely too.
+    # SafeCheckpointHook comes from the config (every carafe_mm config has
+    # it), so that mmdet's and mmseg's own tools save safely too.
     hooks = [hook.get('type') for hook in cfg.get('custom_hooks', None) or []]
     if 'SafeCheckpointHook' not in hooks:
         warnings.warn(
