@@ -134,6 +134,19 @@ def test_non_contiguous_and_channels_last(emu):
             torch.testing.assert_close(a, e)
 
 
+def test_unaligned_inputs(emu):
+    """Inputs that start one element into their storage: the kernels'
+    paired loads fall back to single ones."""
+    k, g, s = 5, 1, 2
+    features, masks = make_inputs(1, 4, 5, 6, k, g, s, torch.float32)
+    shifted = [
+        torch.empty(x.numel() + 1, dtype=x.dtype)[1:].view_as(x).copy_(x)
+        for x in (features, masks)
+    ]
+    assert all(x.is_contiguous() and x.data_ptr() % 8 for x in shifted)
+    assert_matches_reference(emu, *shifted, k, g, s)
+
+
 @pytest.mark.parametrize('seed', [0, 1, 2])
 @pytest.mark.parametrize('k,g,s', [(3, 1, 2), (5, 2, 2), (1, 1, 3), (3, 3, 1)])
 def test_gradcheck(emu, seed, k, g, s):
@@ -173,7 +186,7 @@ def test_grid_stride_loops_cover_every_element(emu):
     """On one emulated SM a grid has 32 blocks of 256 threads, fewer than
     the work items of each kernel: each thread goes round its loop several
     times, and every output element is still written exactly once."""
-    n, c, h, w, k, g, s = 1, 16, 64, 64, 3, 1, 2
+    n, c, h, w, k, g, s = 1, 16, 96, 96, 1, 1, 2
     features, masks = make_inputs(n, c, h, w, k, g, s, torch.float32)
     previous = emu.configure(1)
     try:

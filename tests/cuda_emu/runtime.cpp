@@ -720,10 +720,22 @@ at::Tensor to_device(const at::Tensor& tensor) {
   if (!tensor.defined()) return tensor;
   TORCH_CHECK(tensor.device().is_cpu(), "cuda_emu: expected a CPU tensor, got ",
               tensor.device());
+  // The same sizes, strides and storage offset (so the same alignment).
+  int64_t extent = 1;
+  for (int64_t d = 0; d < tensor.dim(); ++d) {
+    if (tensor.size(d) == 0) extent = 0;
+  }
+  if (extent != 0) {
+    for (int64_t d = 0; d < tensor.dim(); ++d) {
+      extent += (tensor.size(d) - 1) * tensor.stride(d);
+    }
+  }
+  const int64_t offset = tensor.storage_offset();
   const c10::DispatchKeySet keys(c10::DispatchKey::CPU);
-  at::Tensor copy(at::detail::empty_strided_generic(
-      tensor.sizes(), tensor.strides(), &device_allocator, keys,
-      tensor.scalar_type()));
+  at::Tensor storage(at::detail::empty_generic(
+      {offset + extent}, &device_allocator, keys, tensor.scalar_type(),
+      std::nullopt));
+  at::Tensor copy = storage.as_strided(tensor.sizes(), tensor.strides(), offset);
   copy.copy_(tensor);
   return copy;
 }
