@@ -90,8 +90,9 @@ def build_model(config, checkpoint):
     if checkpoint:
         load_checkpoint(model, checkpoint, map_location='cpu')
     else:
+        # the modules' own initialisation; init_weights would download the
+        # configs' pretrained backbones
         print('no checkpoint given: exporting random weights')
-        model.init_weights()
     return model.eval()
 
 
