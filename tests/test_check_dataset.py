@@ -495,3 +495,57 @@ def test_truncated_image_found_from_header_and_by_decoding(
                                    '--split', 'val', *extra)
         assert rc == 1
         assert f'{path} is not a readable image' in out
+
+
+PAPER_CONFIGS = [
+    'configs/detection/faster-rcnn_r50_fpn_1x_coco.py',
+    'configs/detection/mask-rcnn_r50_fpn-carafe_1x_coco.py',
+    'configs/segmentation/upernet_r50_4xb4-80k_ade20k-512x512.py',
+    'configs/segmentation/upernet_r50-carafe_4xb4-160k_ade20k-512x512.py',
+]
+
+
+@pytest.mark.parametrize('config', PAPER_CONFIGS)
+def test_paper_configs_use_the_checked_datasets(config):
+    cfg = Config.fromfile(osp.join(REPO, config))
+    expected = ('CheckedCocoDataset'
+                if 'detection' in config else 'CheckedADE20KDataset')
+    for split in ('train', 'val', 'test'):
+        assert cfg[f'{split}_dataloader'].dataset.type == expected
+
+
+def test_paper_coco_config_names_the_annotation_file(coco):
+    ann_file = osp.join(coco, 'annotations', 'instances_train.json')
+    data = read_json(ann_file)
+    del data['images']
+    write_json(ann_file, data)
+    with pytest.raises(ValueError, match=f'{re.escape(ann_file)}: .*images'):
+        build(
+            PAPER_CONFIGS[1],
+            'train',
+            data_root=coco + '/',
+            ann_file='annotations/instances_train.json',
+            data_prefix=dict(img='train/'))
+
+
+def test_paper_ade20k_config_names_the_label_file(ade):
+    plant_ade_faults(ade)
+    ann = osp.join(ade, 'annotations', 'training')
+    dataset = build(PAPER_CONFIGS[3], 'train', data_root=ade + '/')
+    types = [type(t).__name__ for t in dataset.pipeline.transforms]
+    assert types[1:3] == ['LoadAnnotations', 'CheckSegMap'], types
+    assert types.count('CheckSegMap') == 1
+    by_name = {
+        osp.basename(dataset.get_data_info(i)['seg_map_path']): i
+        for i in range(len(dataset))
+    }
+    with pytest.raises(
+            ValueError,
+            match=f'{re.escape(osp.join(ann, "toy_000000.png"))} is 96x80'):
+        dataset[by_name['toy_000000.png']]
+    with pytest.raises(
+            ValueError,
+            match=r'has label values 198 after reduce_zero_label, outside '
+            r'the 150 classes \[0, 150\)'):
+        dataset[by_name['toy_000002.png']]
+    assert dataset[by_name['toy_000006.png']]['inputs'].shape[0] == 3

@@ -82,7 +82,9 @@ ALGORITHMS = {
     'mask-rcnn': 'MaskRCNN',
     'upernet': 'EncoderDecoder'
 }
-DATASETS = dict(coco='CocoDataset', ade20k='ADE20KDataset')
+# mmdet's and mmseg's datasets with errors that name the file
+# (carafe_mm/datasets)
+DATASETS = dict(coco='CheckedCocoDataset', ade20k='CheckedADE20KDataset')
 # The options a name can set, and the default-valued ones it leaves out.
 NAMED_OPTIONS = (*OPTIONS.values(), 'normalizer', 'dyscope')
 

@@ -10,7 +10,12 @@ register in their library's registry, one module each, imported through
   about the annotations it leaves out;
 * ``carafe_mm.datasets.check_seg_map``: ``CheckSegMap`` (mmseg), a pipeline
   step after ``LoadAnnotations`` that names a label map of the wrong size,
-  channels or values.
+  channels or values;
+* ``carafe_mm.datasets.checked_ade20k_dataset``: ``CheckedADE20KDataset``
+  (mmseg), ``ADE20KDataset`` that puts ``CheckSegMap`` after its pipeline's
+  ``LoadAnnotations``.
+
+carafe_mm's COCO and ADE20K configs use them.
 """
 from .checks import (coco_annotation_problem, coco_structure_problems,
                      json_error_message, seg_map_shape_problem)

@@ -2,7 +2,9 @@
 # mmdet's official CARAFE model (configs/carafe): its checkpoints load into
 # this config.
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['carafe_mm.mmdet'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['carafe_mm.mmdet', 'carafe_mm.datasets.checked_coco_dataset'],
+    allow_failed_imports=False)
 custom_hooks = [dict(type='SafeCheckpointHook')]
 
 model = dict(
@@ -16,3 +18,9 @@ model = dict(
     roi_head=dict(
         mask_head=dict(
             type='UpsamplerMaskHead', upsample_cfg=dict(type='CARAFE'))))
+
+# CheckedCocoDataset: CocoDataset whose errors and warnings name
+# the annotation file (carafe_mm/datasets).
+train_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
+val_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
+test_dataloader = val_dataloader
