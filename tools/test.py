@@ -22,10 +22,7 @@ import sys
 import warnings
 from copy import deepcopy
 
-import torch
-from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import ConfigDict, DictAction
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # run from a checkout without installing
@@ -139,21 +136,11 @@ def use_tta(cfg, config):
 def main(argv=None):
     args = parse_args(argv)
 
-    # load config (this runs its custom_imports)
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    # custom_imports may have registered checkpoint loaders of their own:
-    # put carafe_mm's weights_only=True loaders back
-    compat.register_safe_loaders()
-
+    # load config (this runs its custom_imports; carafe_mm's
+    # weights_only=True checkpoint loaders are registered after them)
     # work_dir is determined in this priority: CLI > config > file name
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = compat.load_config(args.config, args.cfg_options, args.work_dir)
+    cfg.launcher = args.launcher
 
     cfg.load_from = args.checkpoint
 
@@ -179,16 +166,10 @@ def main(argv=None):
         else:
             raise ValueError(f'--out must be a .pkl file, but got {args.out}')
 
-    # without GPUs, the launcher's processes run on the CPU with gloo
-    if args.launcher != 'none' and not torch.cuda.is_available():
-        compat.setup_cpu_distributed(cfg)
-
     with compat.explain_unsafe_checkpoint():
-        # build the runner from config
-        if 'runner_type' not in cfg:
-            runner = Runner.from_cfg(cfg)
-        else:
-            runner = RUNNERS.build(cfg)
+        # build the runner from config (without GPUs, the launcher's
+        # processes run on the CPU with gloo)
+        runner = compat.build_runner(cfg)
 
         # start testing
         runner.test()

@@ -17,15 +17,16 @@ Importing this package registers :class:`SafeCheckpointHook` in mmengine's
 and ``carafe_mm.mmseg`` import it, so every config's ``custom_imports``
 does.
 """
-from .cpu_distributed import CPUDistributedDataParallel, setup_cpu_distributed
+from .cpu_distributed import (CPUDistributedDataParallel, build_runner,
+                              setup_cpu_distributed)
 from .safe_checkpoint_hook import SafeCheckpointHook, from_safe, to_safe
 from .safe_loading import (CorruptCheckpointError, UnsafeCheckpointError,
-                           explain_unsafe_checkpoint, register_safe_loaders,
-                           safe_load)
+                           explain_unsafe_checkpoint, load_config,
+                           register_safe_loaders, safe_load)
 
 __all__ = [
-    'CPUDistributedDataParallel', 'CorruptCheckpointError',
+    'CPUDistributedDataParallel', 'CorruptCheckpointError', 'build_runner',
     'SafeCheckpointHook', 'UnsafeCheckpointError', 'explain_unsafe_checkpoint',
-    'from_safe', 'register_safe_loaders', 'safe_load', 'setup_cpu_distributed',
-    'to_safe'
+    'from_safe', 'load_config', 'register_safe_loaders', 'safe_load',
+    'setup_cpu_distributed', 'to_safe'
 ]

@@ -54,3 +54,18 @@ def setup_cpu_distributed(cfg):
                        cfg.get('find_unused_parameters', False))
     cfg.model_wrapper_cfg = wrapper
     return cfg
+
+
+def build_runner(cfg):
+    """The runner of ``cfg``, built as mmdet's and mmseg's tools build it
+    (``Runner.from_cfg``, or the registered ``runner_type``); without GPUs,
+    the processes of a ``cfg.launcher`` other than 'none' run on the CPU with
+    gloo (:func:`setup_cpu_distributed`)."""
+    import torch
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    if cfg.launcher != 'none' and not torch.cuda.is_available():
+        setup_cpu_distributed(cfg)
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    return RUNNERS.build(cfg)

@@ -368,4 +368,23 @@ def register_safe_loaders():
         CheckpointLoader.register_scheme(prefixes, loader, force=True)
 
 
+def load_config(path, cfg_options=None, work_dir=None):
+    """``Config.fromfile(path)`` as mmdet's and mmseg's tools load it:
+    ``cfg_options`` (``--cfg-options``) merged, ``work_dir`` from the command
+    line, else the config's, else ``./work_dirs/<config name>``; and the
+    loaders above registered again after the config's ``custom_imports``,
+    which may have registered loaders of their own."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(path)
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(path))[0])
+    register_safe_loaders()
+    return cfg
+
+
 register_safe_loaders()
