@@ -7,15 +7,29 @@
 // backward needs no atomics and is deterministic. All index arithmetic is in
 // int64_t, grid-stride loops cover any size, and half types accumulate in
 // fp32 (at::opmath_type).
-//   forward          thread = (n, g, block of kChannels channels, oy, ox):
+//   forward, k ∈ {3, 5} and s = 2 (tiled)
+//                    block = (n, g, channel slice, tile of input pixels),
+//                    thread = one input pixel and its s² output pixels: their
+//                    k²·s² mask values stay in registers, the features of the
+//                    tile and its halo are staged in shared memory a chunk of
+//                    channels at a time.
+//   forward, other (k, s)
+//                    thread = (n, g, block of kChannels channels, oy, ox):
 //                    loads each of the k² mask values once and applies it to
 //                    its channels.
-//   grad_masks       thread = (n, g, block of kTaps taps, oy, ox): sums
+//   grad_masks, k ∈ {3, 5} and s = 2 (tiled)
+//                    as the tiled forward, without channel slices: a thread
+//                    sums its k²·s² mask gradients over the group's channels.
+//   grad_masks, other (k, s)
+//                    thread = (n, g, block of kTaps taps, oy, ox): sums
 //                    grad_output · features over the group's channels.
-//   grad_features    thread = (n, c, iy, ix): sums grad_output · masks over the
-//                    k²·s² output pixels that read this input pixel.
-// ox is the fastest index of every thread layout, so neighbouring threads
-// read neighbouring addresses.
+//   grad_features    thread = (n, g, block of kChannels channels, iy, ix): sums
+//                    grad_output · masks over the k²·s² output pixels that
+//                    read this input pixel, loading each mask value once for
+//                    its channels.
+// ox (or ix) is the fastest index of every thread layout, so neighbouring
+// threads read neighbouring addresses. tests/cuda_emu runs these kernels on
+// the CPU in CI; tools/benchmark_cuda_model.py counts their memory traffic.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -24,6 +38,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "../carafe.h"
 
@@ -33,6 +48,8 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kChannels = 16;  // forward: channels per thread
 constexpr int kTaps = 25;      // grad_masks: taps per thread
+// The tiled forward: input pixels per block, channels per shared-memory chunk.
+constexpr int kTileH = 8, kTileW = 32, kChunk = 8;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -102,6 +119,241 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Two neighbouring elements, loaded or stored by one instruction.
+template <typename T>
+struct alignas(2 * sizeof(T)) Pair {
+  T x, y;
+};
+
+template <typename T>
+bool pair_aligned(const T* p) {
+  return reinterpret_cast<uintptr_t>(p) % sizeof(Pair<T>) == 0;
+}
+
+// Forward for the common (k, s): a block owns a tile of kTileH×kTileW input
+// pixels of one image and group and a slice of the group's channels; a
+// thread owns one input pixel and its s² output pixels, whose k²·s² mask
+// values it keeps in registers (each mask value is loaded once). For each
+// chunk of kChunk channels the block stages the tile and its halo in shared
+// memory, so each feature value is loaded from global memory once per tile
+// (plus the halo) and read from shared memory once per tap for all s²
+// output pixels that share it.
+template <typename scalar_t, int K, int S>
+__global__ void __launch_bounds__(kTileH * kTileW)
+    carafe_forward_tiled_kernel(const scalar_t* __restrict__ features,
+                                const scalar_t* __restrict__ masks,
+                                scalar_t* __restrict__ output, int64_t C,
+                                int64_t H, int64_t W, int64_t G,
+                                int64_t tiles_h, int64_t tiles_w,
+                                int64_t slices, int64_t slice_channels,
+                                int64_t blocks, bool paired) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int R = K / 2, K2 = K * K, S2 = S * S;
+  constexpr int kHaloH = kTileH + K - 1, kHaloW = kTileW + K - 1;
+  __shared__ acc_t tile[kChunk][kHaloH][kHaloW];
+  const int64_t Ho = S * H, Wo = S * W, Cg = C / G;
+  const int64_t plane = H * W, out_plane = Ho * Wo;
+  const int lx = threadIdx.x % kTileW, ly = threadIdx.x / kTileW;
+  for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
+    int64_t rest = b;
+    const int64_t tx = rest % tiles_w;
+    rest /= tiles_w;
+    const int64_t ty = rest % tiles_h;
+    rest /= tiles_h;
+    const int64_t slice = rest % slices;
+    rest /= slices;
+    const int64_t g = rest % G;
+    const int64_t n = rest / G;
+    const int64_t iy = ty * kTileH + ly, ix = tx * kTileW + lx;
+    const bool inside = iy < H && ix < W;
+
+    acc_t m[S2][K2];
+    if (inside) {
+      const scalar_t* mp =
+          masks + (n * G + g) * K2 * out_plane + S * iy * Wo + S * ix;
+#pragma unroll
+      for (int t = 0; t < K2; ++t) {
+        if constexpr (S == 2) {
+          // The two output pixels of a row in one load, where aligned.
+          if (paired) {
+#pragma unroll
+            for (int py = 0; py < 2; ++py) {
+              const Pair<scalar_t> v = *reinterpret_cast<const Pair<scalar_t>*>(
+                  mp + t * out_plane + py * Wo);
+              m[2 * py][t] = static_cast<acc_t>(v.x);
+              m[2 * py + 1][t] = static_cast<acc_t>(v.y);
+            }
+            continue;
+          }
+        }
+#pragma unroll
+        for (int p = 0; p < S2; ++p) {
+          m[p][t] = static_cast<acc_t>(
+              mp[t * out_plane + (p / S) * Wo + p % S]);
+        }
+      }
+    }
+    const int64_t c_begin = slice * slice_channels;
+    const int64_t c_end =
+        Cg < c_begin + slice_channels ? Cg : c_begin + slice_channels;
+    const scalar_t* f = features + (n * C + g * Cg) * plane;
+    scalar_t* o = output + (n * C + g * Cg) * out_plane + S * iy * Wo + S * ix;
+    const int64_t y0 = ty * kTileH - R, x0 = tx * kTileW - R;
+    for (int64_t c0 = c_begin; c0 < c_end; c0 += kChunk) {
+      const int chunk = static_cast<int>(c_end - c0 < kChunk ? c_end - c0 : kChunk);
+      __syncthreads();  // the previous chunk's reads are done
+      for (int i = threadIdx.x; i < chunk * kHaloH * kHaloW; i += blockDim.x) {
+        const int hx = i % kHaloW, hy = i / kHaloW % kHaloH;
+        const int ci = i / (kHaloW * kHaloH);
+        const int64_t y = y0 + hy, x = x0 + hx;
+        // The zero padding: w · 0, so that a non-finite mask gives NaN.
+        tile[ci][hy][hx] = y >= 0 && y < H && x >= 0 && x < W
+                               ? static_cast<acc_t>(f[(c0 + ci) * plane + y * W + x])
+                               : acc_t(0);
+      }
+      __syncthreads();
+      if (!inside) continue;
+      for (int ci = 0; ci < chunk; ++ci) {
+        acc_t acc[S2];
+#pragma unroll
+        for (int p = 0; p < S2; ++p) acc[p] = acc_t(0);
+#pragma unroll
+        for (int t = 0; t < K2; ++t) {
+          const acc_t v = tile[ci][ly + t / K][lx + t % K];
+#pragma unroll
+          for (int p = 0; p < S2; ++p) acc[p] += m[p][t] * v;
+        }
+        scalar_t* op = o + (c0 + ci) * out_plane;
+        if constexpr (S == 2) {
+          // The output is a fresh allocation: pairs are aligned.
+#pragma unroll
+          for (int py = 0; py < 2; ++py) {
+            *reinterpret_cast<Pair<scalar_t>*>(op + py * Wo) = {
+                static_cast<scalar_t>(acc[2 * py]),
+                static_cast<scalar_t>(acc[2 * py + 1])};
+          }
+        } else {
+#pragma unroll
+          for (int p = 0; p < S2; ++p) {
+            op[(p / S) * Wo + p % S] = static_cast<scalar_t>(acc[p]);
+          }
+        }
+      }
+    }
+  }
+}
+
+// grad_masks for the common (k, s), tiled as the forward: a thread owns one
+// input pixel and its s² output pixels and accumulates their k²·s² mask
+// gradients in registers over all the group's channels, loading each
+// grad_output value once and reading the features from the block's
+// shared-memory tile.
+template <typename scalar_t, int K, int S>
+__global__ void __launch_bounds__(kTileH * kTileW)
+    carafe_backward_masks_tiled_kernel(const scalar_t* __restrict__ grad_output,
+                                       const scalar_t* __restrict__ features,
+                                       scalar_t* __restrict__ grad_masks,
+                                       int64_t C, int64_t H, int64_t W,
+                                       int64_t G, int64_t tiles_h,
+                                       int64_t tiles_w, int64_t blocks,
+                                       bool paired) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int R = K / 2, K2 = K * K, S2 = S * S;
+  constexpr int kHaloH = kTileH + K - 1, kHaloW = kTileW + K - 1;
+  __shared__ acc_t tile[kChunk][kHaloH][kHaloW];
+  const int64_t Ho = S * H, Wo = S * W, Cg = C / G;
+  const int64_t plane = H * W, out_plane = Ho * Wo;
+  const int lx = threadIdx.x % kTileW, ly = threadIdx.x / kTileW;
+  for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
+    int64_t rest = b;
+    const int64_t tx = rest % tiles_w;
+    rest /= tiles_w;
+    const int64_t ty = rest % tiles_h;
+    rest /= tiles_h;
+    const int64_t g = rest % G;
+    const int64_t n = rest / G;
+    const int64_t iy = ty * kTileH + ly, ix = tx * kTileW + lx;
+    const bool inside = iy < H && ix < W;
+
+    acc_t acc[S2][K2];
+#pragma unroll
+    for (int p = 0; p < S2; ++p) {
+#pragma unroll
+      for (int t = 0; t < K2; ++t) acc[p][t] = acc_t(0);
+    }
+    const scalar_t* f = features + (n * C + g * Cg) * plane;
+    const scalar_t* go =
+        grad_output + (n * C + g * Cg) * out_plane + S * iy * Wo + S * ix;
+    const int64_t y0 = ty * kTileH - R, x0 = tx * kTileW - R;
+    for (int64_t c0 = 0; c0 < Cg; c0 += kChunk) {
+      const int chunk = static_cast<int>(Cg - c0 < kChunk ? Cg - c0 : kChunk);
+      __syncthreads();  // the previous chunk's reads are done
+      for (int i = threadIdx.x; i < chunk * kHaloH * kHaloW; i += blockDim.x) {
+        const int hx = i % kHaloW, hy = i / kHaloW % kHaloH;
+        const int ci = i / (kHaloW * kHaloH);
+        const int64_t y = y0 + hy, x = x0 + hx;
+        tile[ci][hy][hx] = y >= 0 && y < H && x >= 0 && x < W
+                               ? static_cast<acc_t>(f[(c0 + ci) * plane + y * W + x])
+                               : acc_t(0);
+      }
+      __syncthreads();
+      if (!inside) continue;
+      for (int ci = 0; ci < chunk; ++ci) {
+        const scalar_t* gp = go + (c0 + ci) * out_plane;
+        acc_t gv[S2];
+        if constexpr (S == 2) {
+          if (paired) {
+#pragma unroll
+            for (int py = 0; py < 2; ++py) {
+              const Pair<scalar_t> v =
+                  *reinterpret_cast<const Pair<scalar_t>*>(gp + py * Wo);
+              gv[2 * py] = static_cast<acc_t>(v.x);
+              gv[2 * py + 1] = static_cast<acc_t>(v.y);
+            }
+          } else {
+#pragma unroll
+            for (int p = 0; p < S2; ++p) {
+              gv[p] = static_cast<acc_t>(gp[(p / S) * Wo + p % S]);
+            }
+          }
+        } else {
+#pragma unroll
+          for (int p = 0; p < S2; ++p) {
+            gv[p] = static_cast<acc_t>(gp[(p / S) * Wo + p % S]);
+          }
+        }
+#pragma unroll
+        for (int t = 0; t < K2; ++t) {
+          const acc_t v = tile[ci][ly + t / K][lx + t % K];
+#pragma unroll
+          for (int p = 0; p < S2; ++p) acc[p][t] += gv[p] * v;
+        }
+      }
+    }
+    if (!inside) continue;
+    scalar_t* gm =
+        grad_masks + (n * G + g) * K2 * out_plane + S * iy * Wo + S * ix;
+#pragma unroll
+    for (int t = 0; t < K2; ++t) {
+      if constexpr (S == 2) {
+        // grad_masks is a fresh allocation: pairs are aligned.
+#pragma unroll
+        for (int py = 0; py < 2; ++py) {
+          *reinterpret_cast<Pair<scalar_t>*>(gm + t * out_plane + py * Wo) = {
+              static_cast<scalar_t>(acc[2 * py][t]),
+              static_cast<scalar_t>(acc[2 * py + 1][t])};
+        }
+      } else {
+#pragma unroll
+        for (int p = 0; p < S2; ++p) {
+          gm[t * out_plane + (p / S) * Wo + p % S] =
+              static_cast<scalar_t>(acc[p][t]);
+        }
+      }
+    }
+  }
+}
+
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     carafe_backward_masks_kernel(const scalar_t* __restrict__ grad_output,
@@ -165,10 +417,11 @@ __global__ void __launch_bounds__(kThreads)
                                     const scalar_t* __restrict__ masks,
                                     scalar_t* __restrict__ grad_features,
                                     int64_t C, int64_t H, int64_t W, int64_t G,
-                                    int64_t k, int64_t s, int64_t total) {
+                                    int64_t k, int64_t s, int64_t channel_blocks,
+                                    int64_t total) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t Ho = s * H, Wo = s * W, Cg = C / G, r = k / 2, k2 = k * k;
-  const int64_t out_plane = Ho * Wo;
+  const int64_t plane = H * W, out_plane = Ho * Wo;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
        idx < total; idx += static_cast<int64_t>(blockDim.x) * gridDim.x) {
     int64_t rest = idx;
@@ -176,13 +429,18 @@ __global__ void __launch_bounds__(kThreads)
     rest /= W;
     const int64_t iy = rest % H;
     rest /= H;
-    const int64_t c = rest % C;
-    const int64_t n = rest / C;
-    const int64_t g = c / Cg;
+    const int64_t cblock = rest % channel_blocks;
+    rest /= channel_blocks;
+    const int64_t g = rest % G;
+    const int64_t n = rest / G;
+    const int64_t c0 = cblock * kChannels;
+    const int64_t count = Cg - c0 < kChannels ? Cg - c0 : kChannels;
 
-    const scalar_t* go = grad_output + (n * C + c) * out_plane;
+    const scalar_t* go = grad_output + (n * C + g * Cg + c0) * out_plane;
     const scalar_t* m = masks + (n * G + g) * k2 * out_plane;
-    acc_t acc = acc_t(0);
+    acc_t acc[kChannels];
+#pragma unroll
+    for (int i = 0; i < kChannels; ++i) acc[i] = acc_t(0);
     for (int64_t ky = 0; ky < k; ++ky) {
       // Output rows whose tap ky reads input row iy.
       const int64_t oy0 = s * (iy + r - ky);
@@ -194,14 +452,80 @@ __global__ void __launch_bounds__(kThreads)
         for (int64_t py = 0; py < s; ++py) {
           const int64_t row = (oy0 + py) * Wo + ox0;
           for (int64_t px = 0; px < s; ++px) {
-            acc += static_cast<acc_t>(go[row + px]) *
-                   static_cast<acc_t>(mt[row + px]);
+            // Each mask value is loaded once for the block's channels.
+            const acc_t w = static_cast<acc_t>(mt[row + px]);
+            const scalar_t* gp = go + row + px;
+#pragma unroll
+            for (int i = 0; i < kChannels; ++i) {
+              if (i < count) acc[i] += static_cast<acc_t>(gp[i * out_plane]) * w;
+            }
           }
         }
       }
     }
-    grad_features[idx] = static_cast<scalar_t>(acc);
+    scalar_t* gf = grad_features + (n * C + g * Cg + c0) * plane + iy * W + ix;
+#pragma unroll
+    for (int i = 0; i < kChannels; ++i) {
+      if (i < count) gf[i * plane] = static_cast<scalar_t>(acc[i]);
+    }
   }
+}
+
+template <typename scalar_t, int K>
+void launch_forward_tiled(const at::Tensor& features, const at::Tensor& masks,
+                          at::Tensor& output, int64_t G, cudaStream_t stream) {
+  const int64_t N = features.size(0), C = features.size(1);
+  const int64_t H = features.size(2), W = features.size(3);
+  const int64_t tiles_h = ceil_div(H, kTileH), tiles_w = ceil_div(W, kTileW);
+  const int64_t tiles = N * G * tiles_h * tiles_w;
+  // Split the channels over blocks until there are a few blocks per SM;
+  // each slice re-reads the tile's masks.
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t chunks = ceil_div(C / G, kChunk);
+  const int64_t wanted = std::max<int64_t>(1, ceil_div(2 * sms, tiles));
+  const int64_t slice_channels = kChunk * ceil_div(chunks, std::min(chunks, wanted));
+  const int64_t slices = ceil_div(C / G, slice_channels);
+  const int64_t blocks = tiles * slices;
+  const auto grid = static_cast<unsigned int>(std::min(blocks, sms * 32));
+  carafe_forward_tiled_kernel<scalar_t, K, 2>
+      <<<grid, kTileH * kTileW, 0, stream>>>(
+          features.const_data_ptr<scalar_t>(), masks.const_data_ptr<scalar_t>(),
+          output.mutable_data_ptr<scalar_t>(), C, H, W, G, tiles_h, tiles_w,
+          slices, slice_channels, blocks,
+          pair_aligned(masks.const_data_ptr<scalar_t>()));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename scalar_t>
+void launch_forward_tiled(const at::Tensor& features, const at::Tensor& masks,
+                          at::Tensor& output, int64_t k, int64_t G,
+                          cudaStream_t stream) {
+  if (k == 3) {
+    launch_forward_tiled<scalar_t, 3>(features, masks, output, G, stream);
+  } else {
+    launch_forward_tiled<scalar_t, 5>(features, masks, output, G, stream);
+  }
+}
+
+template <typename scalar_t, int K>
+void launch_backward_masks_tiled(const at::Tensor& grad_output,
+                                 const at::Tensor& features,
+                                 at::Tensor& grad_masks, int64_t G,
+                                 cudaStream_t stream) {
+  const int64_t N = features.size(0), C = features.size(1);
+  const int64_t H = features.size(2), W = features.size(3);
+  const int64_t tiles_h = ceil_div(H, kTileH), tiles_w = ceil_div(W, kTileW);
+  // One block per tile: the channels are summed within the block.
+  const int64_t blocks = N * G * tiles_h * tiles_w;
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const auto grid = static_cast<unsigned int>(std::min(blocks, sms * 32));
+  carafe_backward_masks_tiled_kernel<scalar_t, K, 2>
+      <<<grid, kTileH * kTileW, 0, stream>>>(
+          grad_output.const_data_ptr<scalar_t>(),
+          features.const_data_ptr<scalar_t>(),
+          grad_masks.mutable_data_ptr<scalar_t>(), C, H, W, G, tiles_h,
+          tiles_w, blocks, pair_aligned(grad_output.const_data_ptr<scalar_t>()));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 at::Tensor carafe_forward_cuda(const at::Tensor& features_in,
@@ -222,18 +546,26 @@ at::Tensor carafe_forward_cuda(const at::Tensor& features_in,
   auto output = at::empty({N, C, s * H, s * W}, features.options());
   if (output.numel() == 0) return output;
 
-  const int64_t channel_blocks = ceil_div(C / G, kChannels);
-  const int64_t total = N * G * channel_blocks * s * H * s * W;
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const int64_t k = kernel_size;
+  // (k, s) pairs with a tiled kernel: k²·s² mask values fit in registers.
+  const bool tiled = (k == 3 || k == 5) && s == 2;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, features.scalar_type(), "carafe_forward_cuda",
       [&] {
+        if (tiled) {
+          launch_forward_tiled<scalar_t>(features, masks, output, k, G,
+                                         stream);
+          return;
+        }
+        const int64_t channel_blocks = ceil_div(C / G, kChannels);
+        const int64_t total = N * G * channel_blocks * s * H * s * W;
         carafe_forward_kernel<scalar_t>
             <<<grid_size(total), kThreads, 0, stream>>>(
                 features.const_data_ptr<scalar_t>(),
                 masks.const_data_ptr<scalar_t>(),
-                output.mutable_data_ptr<scalar_t>(), C, H, W, G, kernel_size,
-                s, channel_blocks, total);
+                output.mutable_data_ptr<scalar_t>(), C, H, W, G, k, s,
+                channel_blocks, total);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
   return output;
@@ -263,26 +595,37 @@ std::tuple<at::Tensor, at::Tensor> carafe_backward_cuda(
     return {grad_features, grad_masks};
   }
 
+  // (k, s) pairs with a tiled grad_masks kernel, as in the forward.
+  const bool tiled = (k == 3 || k == 5) && s == 2;
   const int64_t tap_blocks = ceil_div(k * k, kTaps);
   const int64_t mask_total = N * G * tap_blocks * s * H * s * W;
-  const int64_t feature_total = features.numel();
+  const int64_t channel_blocks = ceil_div(C / G, kChannels);
+  const int64_t feature_total = N * G * channel_blocks * H * W;
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, features.scalar_type(), "carafe_backward_cuda",
       [&] {
-        carafe_backward_masks_kernel<scalar_t>
-            <<<grid_size(mask_total), kThreads, 0, stream>>>(
-                grad_output.const_data_ptr<scalar_t>(),
-                features.const_data_ptr<scalar_t>(),
-                grad_masks.mutable_data_ptr<scalar_t>(), C, H, W, G, k, s,
-                tap_blocks, mask_total);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        if (tiled && k == 3) {
+          launch_backward_masks_tiled<scalar_t, 3>(grad_output, features,
+                                                   grad_masks, G, stream);
+        } else if (tiled) {
+          launch_backward_masks_tiled<scalar_t, 5>(grad_output, features,
+                                                   grad_masks, G, stream);
+        } else {
+          carafe_backward_masks_kernel<scalar_t>
+              <<<grid_size(mask_total), kThreads, 0, stream>>>(
+                  grad_output.const_data_ptr<scalar_t>(),
+                  features.const_data_ptr<scalar_t>(),
+                  grad_masks.mutable_data_ptr<scalar_t>(), C, H, W, G, k, s,
+                  tap_blocks, mask_total);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
         carafe_backward_features_kernel<scalar_t>
             <<<grid_size(feature_total), kThreads, 0, stream>>>(
                 grad_output.const_data_ptr<scalar_t>(),
                 masks.const_data_ptr<scalar_t>(),
                 grad_features.mutable_data_ptr<scalar_t>(), C, H, W, G, k, s,
-                feature_total);
+                channel_blocks, feature_total);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
   return {grad_features, grad_masks};
