@@ -6,6 +6,7 @@ def export_onnx(module,
                 inputs,
                 path,
                 dynamic=False,
+                dims=(2, 3),
                 opset=None,
                 dynamo=True,
                 input_names=None,
@@ -17,9 +18,10 @@ def export_onnx(module,
         module (nn.Module): in eval mode; takes the tensors of ``inputs``.
         inputs (tuple[Tensor]): example (N, C, H, W) inputs.
         path (str): the .onnx file to write (weights inside it).
-        dynamic (bool): height and width (dims 2 and 3 of every input) are
-            left free in the graph; the batch stays that of ``inputs``.
-            Defaults to False.
+        dynamic (bool): the ``dims`` of every input are left free in the
+            graph. Defaults to False.
+        dims (tuple[int]): the dims that ``dynamic`` frees. Defaults to
+            (2, 3), height and width; the batch stays that of ``inputs``.
         opset (int, optional): ONNX opset; None for the exporter's default
             (18 for ``dynamo=True``, 17 here for ``dynamo=False``).
         dynamo (bool): torch's default exporter (``torch.export``); False
@@ -31,10 +33,8 @@ def export_onnx(module,
     if dynamo:
         dynamic_shapes = None
         if dynamic:
-            dynamic_shapes = tuple({
-                2: torch.export.Dim.DYNAMIC,
-                3: torch.export.Dim.DYNAMIC
-            } for _ in inputs)
+            dynamic_shapes = tuple({d: torch.export.Dim.DYNAMIC
+                                    for d in dims} for _ in inputs)
         torch.onnx.export(
             module,
             tuple(inputs),
@@ -51,8 +51,8 @@ def export_onnx(module,
         if dynamic:
             dynamic_axes = {
                 name: {
-                    2: f'{name}_height',
-                    3: f'{name}_width'
+                    d: f'{name}_dim{d}'
+                    for d in dims
                 }
                 for name in input_names
             }

@@ -8,7 +8,9 @@ onnxruntime.
 Segmentors export whole, in mmseg's tensor mode (image -> logits at 1/4 of
 the size); detectors up to their dense head's raw outputs (image -> the
 neck's levels, then the RPN's / dense head's class scores and box deltas
-per level; anchors, decoding and NMS stay outside the graph).
+per level; anchors, decoding and NMS stay outside the graph), and a mask
+head, if there is one, on its own to OUT_mask_head.onnx (RoI features ->
+mask logits, any number of RoIs).
 """
 import argparse
 import os.path as osp
@@ -96,47 +98,74 @@ def build_model(config, checkpoint):
     return model.eval()
 
 
-def main():
-    args = parse_args()
+def export_and_verify(args, module, inputs, path, dims, others, **kwargs):
+    """Export ``module`` at ``inputs`` to ``path``, check it, and with
+    ``--verify`` compare it with PyTorch at the inputs' shapes and at the
+    shapes of ``others``."""
     from carafe_mm.deploy import (check_onnx, compare_with_onnxruntime,
-                                  export_onnx, exportable, format_table)
-    module, task = exportable(build_model(args.config, args.checkpoint))
-    module.eval()
-    h, w = args.shape
-    example = torch.randn(1, 3, h, w)
-    output_names = None
-    if task == 'det':
-        with torch.no_grad():
-            output_names = module.output_names(example)
+                                  export_onnx, format_table)
     with torch.no_grad():
         export_onnx(
-            module, (example, ),
-            args.out,
+            module,
+            inputs,
+            path,
             dynamic=args.dynamic,
+            dims=dims,
             opset=args.opset,
             dynamo=not args.legacy,
-            input_names=['image'],
-            output_names=output_names)
-    model = check_onnx(args.out)
+            **kwargs)
+    model = check_onnx(path)
     opsets = ', '.join(f'{o.domain or "ai.onnx"} {o.version}'
                        for o in model.opset_import)
-    print(f'wrote {args.out} ({osp.getsize(args.out) / 2**20:.1f} MiB, '
+    print(f'wrote {path} ({osp.getsize(path) / 2**20:.1f} MiB, '
           f'{len(model.graph.node)} nodes, opset {opsets}): onnx.checker '
           'passed, standard operators only')
     if not args.verify:
         return
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    shapes = [[(1, 3, h, w)]]
+    shapes = [[tuple(x.shape) for x in inputs]]
     if args.dynamic:
-        other = args.verify_shape or (h + h // 2 + 1 - h % 2, w * 3 // 4 | 1)
-        shapes.append([(1, 3, *other)])
-    rows = compare_with_onnxruntime(
-        module, args.out, shapes, repeats=args.repeats)
-    print(format_table(rows))
+        shapes += [[shape] for shape in others]
+    print(
+        format_table(
+            compare_with_onnxruntime(
+                module, path, shapes, repeats=args.repeats)))
     if not args.dynamic:
         print('(exported at a fixed size: run with --dynamic to check '
               'another size)')
+
+
+def main():
+    args = parse_args()
+    from carafe_mm.deploy import exportable
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = build_model(args.config, args.checkpoint)
+    module, task = exportable(model)
+    h, w = args.shape
+    example = torch.randn(1, 3, h, w)
+    other = args.verify_shape or (h + h // 2 + 1 - h % 2, w * 3 // 4 | 1)
+    output_names = None
+    if task == 'det':
+        with torch.no_grad():
+            output_names = module.output_names(example)
+    export_and_verify(
+        args,
+        module, (example, ),
+        args.out, (2, 3), [(1, 3, *other)],
+        input_names=['image'],
+        output_names=output_names)
+    mask_head = getattr(getattr(model, 'roi_head', None), 'mask_head', None)
+    if mask_head is not None:
+        # RoI features -> mask logits, for any number of RoIs
+        path = osp.splitext(args.out)[0] + '_mask_head.onnx'
+        size = tuple(mask_head.roi_feat_size)
+        channels = mask_head.in_channels
+        export_and_verify(
+            args,
+            mask_head, (torch.randn(4, channels, *size), ),
+            path, (0, ), [(9, channels, *size)],
+            input_names=['roi_features'],
+            output_names=['mask_logits'])
 
 
 if __name__ == '__main__':
