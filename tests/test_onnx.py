@@ -86,8 +86,9 @@ def test_matmul_formulation_matches_op(k, g, s, dtype):
 
 
 @needs_op
-@pytest.mark.parametrize('k,g,s', COMBOS)
-def test_legacy_translation_matches_op(k, g, s, tmp_path):
+@pytest.mark.parametrize('k,g,s,opset',
+                         [(*c, 17) for c in COMBOS] + [(5, 2, 3, MIN_OPSET)])
+def test_legacy_translation_matches_op(k, g, s, opset, tmp_path):
     path = str(tmp_path / 'op.onnx')
     axes = {0: 'n', 2: 'h', 3: 'w'}
     torch.onnx.export(
@@ -95,7 +96,7 @@ def test_legacy_translation_matches_op(k, g, s, tmp_path):
         op_inputs(OP_SIZES[0], k, g, s),
         path,
         dynamo=False,
-        opset_version=17,
+        opset_version=opset,
         input_names=['features', 'masks'],
         dynamic_axes=dict(features=axes, masks=axes))
     model = check_onnx(path)

@@ -42,9 +42,9 @@ import torch.nn.functional as F
 from ._checks import as_int, check_carafe_args
 from ._extension import extension_available, has_kernel
 
-#: The oldest ONNX opset the translation supports (Reshape, Transpose,
-#: MatMul and Conv as used here exist since opset 5; 11 is the oldest that
-#: mmdeploy and onnxruntime's current releases still target).
+#: The oldest ONNX opset the legacy translation supports: its Slice takes
+#: starts and ends as inputs (opset 10 on); 11 is mmdeploy's default and
+#: the oldest one tested.
 MIN_OPSET = 11
 
 OP_NAME = 'carafe_mm::carafe_forward'
