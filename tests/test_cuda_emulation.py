@@ -203,3 +203,28 @@ def test_grid_stride_loops_cover_every_element(emu):
     for launch, elements in zip(launches, stored):
         assert launch['threads'] == 32 * 256 < elements
         assert launch['global_store']['bytes'] == 4 * elements
+
+
+def test_tiled_kernels_loop_over_tiles(emu):
+    """The tiled kernels (k = 3, s = 2) on one emulated SM: 36 tiles for a
+    grid of 32 blocks, and every output element stored exactly once."""
+    n, c, h, w, k, g, s = 2, 8, 48, 96, 3, 1, 2
+    features, masks = make_inputs(n, c, h, w, k, g, s, torch.float32)
+    previous = emu.configure(1)
+    try:
+        emu.trace(True)
+        assert_matches_reference(emu, features, masks, k, g, s)
+    finally:
+        emu.trace(False)
+        emu.configure(previous)
+    launches = emu.pop_log()
+    stored = [
+        n * c * s * h * s * w, n * g * k * k * s * h * s * w, n * c * h * w
+    ]
+    assert [launch['kernel'].split('<')[0] for launch in launches] == [
+        'carafe_forward_tiled_kernel', 'carafe_backward_masks_tiled_kernel',
+        'carafe_backward_features_tiled_kernel'
+    ]
+    for launch, elements in zip(launches, stored):
+        assert launch['grid'][0] == 32
+        assert launch['global_store']['bytes'] == 4 * elements

@@ -3,7 +3,7 @@ under the CUDA emulation (tests/cuda_emu), no GPU needed.
 
     python tools/benchmark_cuda_model.py [--cases fpn mask-head]
         [--dtypes float32 bfloat16] [--passes forward backward]
-        [--impls carafe_mm mmcv] [--measure-batch 1] [--markdown]
+        [--impls carafe_mm mmcv] [--measure-batch 1]
 
 Each pass runs once on the emulated H100 (132 SMs) with its memory accesses
 traced per warp-level instruction. Per pass it prints the launches, the
@@ -16,8 +16,10 @@ the bandwidths below, plus a launch overhead each.
 
 mmcv has no bfloat16 kernels; its float16 kernels (same element size, the
 same traffic) stand in for the bfloat16 rows. --measure-batch runs a smaller
-batch and scales the counts (not the launches) to the case's: every count is
-a sum over images. Shape letters: N, C, H×W, k, G, s as in carafe_mm.ops.
+batch on a device with proportionally fewer SMs (so that the kernels choose
+the launch configurations of the whole batch) and scales the counts (not the
+launches) to the case's batch: every count is a sum over images. Shape
+letters: N, C, H×W, k, G, s as in carafe_mm.ops.
 """
 import argparse
 import os.path as osp
@@ -162,7 +164,11 @@ def measure(impls, cases, dtypes, passes, measure_batch=None):
                 minimum = minimum_bytes(case, dtype, pass_)
                 for impl in impls:
                     emu, trace = tracers[impl]
-                    previous = emu.configure(H100_SXM['sms'])
+                    # A smaller batch on a proportionally smaller device, so
+                    # that launch configurations that depend on the work per
+                    # SM (channel slices) are those of the whole batch.
+                    sms = max(1, round(H100_SXM['sms'] * batch / case[0]))
+                    previous = emu.configure(sms)
                     try:
                         launches = trace(emu, case, dtype, pass_, batch)
                     finally:
