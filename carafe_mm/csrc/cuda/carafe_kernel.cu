@@ -23,7 +23,13 @@
 //   grad_masks, other (k, s)
 //                    thread = (n, g, block of kTaps taps, oy, ox): sums
 //                    grad_output · features over the group's channels.
-//   grad_features    thread = (n, g, block of kChannels channels, iy, ix): sums
+//   grad_features, k ∈ {3, 5} and s = 2 (tiled)
+//                    block = (n, g, channel slice, tile of input pixels),
+//                    thread = one input pixel: the k²·s² mask values of the
+//                    output pixels that read it in registers, grad_output
+//                    around the tile staged in shared memory.
+//   grad_features, other (k, s)
+//                    thread = (n, g, block of kChannels channels, iy, ix): sums
 //                    grad_output · masks over the k²·s² output pixels that
 //                    read this input pixel, loading each mask value once for
 //                    its channels.
@@ -354,6 +360,104 @@ __global__ void __launch_bounds__(kTileH * kTileW)
   }
 }
 
+// grad_features for the common (k, s = 2): a thread owns one input pixel Q.
+// The output pixels that read Q are the s² pixels of each input pixel
+// B = Q + (r - ky, r - kx), through tap (ky, kx); their k²·s² mask values
+// are read by no other thread and stay in registers. grad_output around the
+// tile is staged in shared memory a chunk of channels at a time, its even
+// and odd columns apart so that a warp's reads fall in distinct banks.
+template <typename scalar_t, int K>
+__global__ void __launch_bounds__(kTileH * kTileW)
+    carafe_backward_features_tiled_kernel(
+        const scalar_t* __restrict__ grad_output,
+        const scalar_t* __restrict__ masks,
+        scalar_t* __restrict__ grad_features, int64_t C, int64_t H, int64_t W,
+        int64_t G, int64_t tiles_h, int64_t tiles_w, int64_t slices,
+        int64_t slice_channels, int64_t blocks, bool paired) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int S = 2, R = K / 2, K2 = K * K, S2 = S * S;
+  constexpr int kHaloH = kTileH + K - 1, kHaloW = kTileW + K - 1;
+  constexpr int kChunkG = sizeof(acc_t) == 8 ? 2 : 4;
+  constexpr int kTileValues = S * kHaloH * S * kHaloW;
+  __shared__ acc_t tile[kChunkG][S * kHaloH][S][kHaloW];
+  const int64_t Ho = S * H, Wo = S * W, Cg = C / G;
+  const int64_t plane = H * W, out_plane = Ho * Wo;
+  const int lx = threadIdx.x % kTileW, ly = threadIdx.x / kTileW;
+  for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
+    int64_t rest = b;
+    const int64_t tx = rest % tiles_w;
+    rest /= tiles_w;
+    const int64_t ty = rest % tiles_h;
+    rest /= tiles_h;
+    const int64_t slice = rest % slices;
+    rest /= slices;
+    const int64_t g = rest % G;
+    const int64_t n = rest / G;
+    const int64_t iy = ty * kTileH + ly, ix = tx * kTileW + lx;
+    const bool inside = iy < H && ix < W;
+
+    // m[t][p]: the mask of tap t at output pixel p of B; 0 where B is
+    // outside the input (no such output pixel).
+    acc_t m[K2][S2];
+    if (inside) {
+      const scalar_t* mg = masks + (n * G + g) * K2 * out_plane;
+#pragma unroll
+      for (int t = 0; t < K2; ++t) {
+        const int64_t by = iy + R - t / K, bx = ix + R - t % K;
+        const bool valid = by >= 0 && by < H && bx >= 0 && bx < W;
+#pragma unroll
+        for (int py = 0; py < S; ++py) {
+          const scalar_t* mp = mg + t * out_plane + (S * by + py) * Wo + S * bx;
+          if (!valid) {
+            m[t][S * py] = m[t][S * py + 1] = acc_t(0);
+          } else if (paired) {
+            const Pair<scalar_t> v = *reinterpret_cast<const Pair<scalar_t>*>(mp);
+            m[t][S * py] = static_cast<acc_t>(v.x);
+            m[t][S * py + 1] = static_cast<acc_t>(v.y);
+          } else {
+            m[t][S * py] = static_cast<acc_t>(mp[0]);
+            m[t][S * py + 1] = static_cast<acc_t>(mp[1]);
+          }
+        }
+      }
+    }
+    const int64_t c_begin = slice * slice_channels;
+    const int64_t c_end =
+        Cg < c_begin + slice_channels ? Cg : c_begin + slice_channels;
+    const scalar_t* go = grad_output + (n * C + g * Cg) * out_plane;
+    scalar_t* gf = grad_features + (n * C + g * Cg) * plane + iy * W + ix;
+    const int64_t oy0 = S * (ty * kTileH - R), ox0 = S * (tx * kTileW - R);
+    for (int64_t c0 = c_begin; c0 < c_end; c0 += kChunkG) {
+      const int chunk = static_cast<int>(c_end - c0 < kChunkG ? c_end - c0 : kChunkG);
+      __syncthreads();  // the previous chunk's reads are done
+      for (int i = threadIdx.x; i < chunk * kTileValues; i += blockDim.x) {
+        const int col = i % (S * kHaloW), row = i / (S * kHaloW) % (S * kHaloH);
+        const int ci = i / kTileValues;
+        const int64_t oy = oy0 + row, ox = ox0 + col;
+        tile[ci][row][col % S][col / S] =
+            oy >= 0 && oy < Ho && ox >= 0 && ox < Wo
+                ? static_cast<acc_t>(go[(c0 + ci) * out_plane + oy * Wo + ox])
+                : acc_t(0);
+      }
+      __syncthreads();
+      if (!inside) continue;
+      for (int ci = 0; ci < chunk; ++ci) {
+        acc_t acc = acc_t(0);
+#pragma unroll
+        for (int t = 0; t < K2; ++t) {
+          // B in tile coordinates.
+          const int bly = ly + 2 * R - t / K, blx = lx + 2 * R - t % K;
+#pragma unroll
+          for (int p = 0; p < S2; ++p) {
+            acc += tile[ci][S * bly + p / S][p % S][blx] * m[t][p];
+          }
+        }
+        gf[(c0 + ci) * plane] = static_cast<scalar_t>(acc);
+      }
+    }
+  }
+}
+
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     carafe_backward_masks_kernel(const scalar_t* __restrict__ grad_output,
@@ -528,6 +632,33 @@ void launch_backward_masks_tiled(const at::Tensor& grad_output,
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+template <typename scalar_t, int K>
+void launch_backward_features_tiled(const at::Tensor& grad_output,
+                                    const at::Tensor& masks,
+                                    at::Tensor& grad_features, int64_t G,
+                                    cudaStream_t stream) {
+  const int64_t N = grad_features.size(0), C = grad_features.size(1);
+  const int64_t H = grad_features.size(2), W = grad_features.size(3);
+  const int64_t tiles_h = ceil_div(H, kTileH), tiles_w = ceil_div(W, kTileW);
+  const int64_t tiles = N * G * tiles_h * tiles_w;
+  // Channel slices as in the forward; each slice re-reads the tile's masks.
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t wanted = std::max<int64_t>(1, ceil_div(2 * sms, tiles));
+  const int64_t slice_channels =
+      std::max<int64_t>(1, ceil_div(C / G, std::min(C / G, wanted)));
+  const int64_t slices = ceil_div(C / G, slice_channels);
+  const int64_t blocks = tiles * slices;
+  const auto grid = static_cast<unsigned int>(std::min(blocks, sms * 32));
+  carafe_backward_features_tiled_kernel<scalar_t, K>
+      <<<grid, kTileH * kTileW, 0, stream>>>(
+          grad_output.const_data_ptr<scalar_t>(),
+          masks.const_data_ptr<scalar_t>(),
+          grad_features.mutable_data_ptr<scalar_t>(), C, H, W, G, tiles_h,
+          tiles_w, slices, slice_channels, blocks,
+          pair_aligned(masks.const_data_ptr<scalar_t>()));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 at::Tensor carafe_forward_cuda(const at::Tensor& features_in,
                                const at::Tensor& masks_in,
                                const c10::Scalar& kernel_size_arg,
@@ -620,13 +751,21 @@ std::tuple<at::Tensor, at::Tensor> carafe_backward_cuda(
                   tap_blocks, mask_total);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
-        carafe_backward_features_kernel<scalar_t>
-            <<<grid_size(feature_total), kThreads, 0, stream>>>(
-                grad_output.const_data_ptr<scalar_t>(),
-                masks.const_data_ptr<scalar_t>(),
-                grad_features.mutable_data_ptr<scalar_t>(), C, H, W, G, k, s,
-                channel_blocks, feature_total);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        if (tiled && k == 3) {
+          launch_backward_features_tiled<scalar_t, 3>(
+              grad_output, masks, grad_features, G, stream);
+        } else if (tiled) {
+          launch_backward_features_tiled<scalar_t, 5>(
+              grad_output, masks, grad_features, G, stream);
+        } else {
+          carafe_backward_features_kernel<scalar_t>
+              <<<grid_size(feature_total), kThreads, 0, stream>>>(
+                  grad_output.const_data_ptr<scalar_t>(),
+                  masks.const_data_ptr<scalar_t>(),
+                  grad_features.mutable_data_ptr<scalar_t>(), C, H, W, G, k, s,
+                  channel_blocks, feature_total);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
       });
   return {grad_features, grad_masks};
 }
