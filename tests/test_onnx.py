@@ -7,10 +7,10 @@ import os.path as osp
 
 import pytest
 import torch
-import torch.nn as nn
 
 from carafe_mm.deploy import (check_onnx, compare_with_onnxruntime,
                               export_onnx, exportable)
+from carafe_mm.deploy.wrappers import CarafeOp
 from carafe_mm.ops import carafe, carafe_matmul, extension_available
 from carafe_mm.ops.onnx import MIN_OPSET, OP_NAME
 from .utils import REPO
@@ -31,16 +31,6 @@ COMBOS = list(itertools.product((1, 3, 5, 7), (1, 2, 4), (1, 2, 3, 4)))
 # and the eager formulation take all 48).
 DYNAMO_COMBOS = [(k, g, (i + j) % 4 + 1) for i, k in enumerate((1, 3, 5, 7))
                  for j, g in enumerate((1, 2, 4))]
-
-
-class CarafeOp(nn.Module):
-
-    def __init__(self, kernel_size, group_size, scale_factor):
-        super().__init__()
-        self.args = (kernel_size, group_size, scale_factor)
-
-    def forward(self, features, masks):
-        return carafe(features, masks, *self.args)
 
 
 def op_inputs(size, k, g, s, channels=4, seed=0):

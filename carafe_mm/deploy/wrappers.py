@@ -3,6 +3,19 @@ segmentors and mmdet's detectors."""
 import torch.nn as nn
 
 
+class CarafeOp(nn.Module):
+    """:func:`carafe_mm.ops.carafe` as a module, (features, masks) ->
+    output, to export or time the op on its own."""
+
+    def __init__(self, kernel_size, group_size, scale_factor):
+        super().__init__()
+        self.args = (kernel_size, group_size, scale_factor)
+
+    def forward(self, features, masks):
+        from carafe_mm.ops import carafe
+        return carafe(features, masks, *self.args)
+
+
 class SegmentorLogits(nn.Module):
     """A segmentor in mmseg's tensor mode: image (N, 3, H, W) -> the decode
     head's logits (N, K, H/4, W/4), before resizing and argmax."""

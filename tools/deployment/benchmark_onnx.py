@@ -15,20 +15,8 @@ import platform
 import tempfile
 
 import torch
-import torch.nn as nn
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-class CarafeOp(nn.Module):
-
-    def __init__(self, kernel_size, group_size, scale_factor):
-        super().__init__()
-        self.args = (kernel_size, group_size, scale_factor)
-
-    def forward(self, features, masks):
-        from carafe_mm.ops import carafe
-        return carafe(features, masks, *self.args)
 
 
 def cases():
@@ -36,6 +24,7 @@ def cases():
     from mmengine.registry import MODELS
 
     import carafe_mm.models  # noqa: F401
+    from carafe_mm.deploy.wrappers import CarafeOp
     yield ('op, N=2 C=256 100×100 k=5 σ=2', CarafeOp(5, 1, 2),
            [(2, 256, 10, 12), (2, 25, 20, 24)], [(2, 256, 100, 100),
                                                  (2, 25, 200, 200)])
