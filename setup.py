@@ -50,7 +50,10 @@ EXTRAS_REQUIRE = {
     'onnx': ['onnx>=1.17', 'onnxruntime>=1.14', 'onnxscript'],
 }
 # dev: the test suite (which covers every extra), benchmark plots and lint
-DEV_TOOLS = {'codespell', 'flake8', 'isort', 'matplotlib', 'pytest', 'yapf'}
+DEV_TOOLS = {
+    'clang-format', 'codespell', 'flake8', 'isort', 'matplotlib', 'pytest',
+    'yapf'
+}
 EXTRAS_REQUIRE['dev'] = sorted(DEV_TOOLS.union(*EXTRAS_REQUIRE.values()))
 
 

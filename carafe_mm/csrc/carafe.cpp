@@ -28,10 +28,10 @@ int64_t int_arg(const char* name, const c10::Scalar& value) {
                    " must be an integer, but got a complex number");
   TORCH_CHECK_TYPE(value.isIntegral(/*includeBool=*/false), "carafe: ", name,
                    " must be an integer, but got float ", value.toDouble());
-  TORCH_CHECK_VALUE(!value.isUnsigned() ||
-                        value.toUInt64() <= uint64_t(INT64_MAX),
-                    "carafe: ", name, " must be at most 2**63 - 1, but got ",
-                    value.toUInt64());
+  TORCH_CHECK_VALUE(
+      !value.isUnsigned() || value.toUInt64() <= uint64_t(INT64_MAX),
+      "carafe: ", name, " must be at most 2**63 - 1, but got ",
+      value.toUInt64());
   return value.toLong();
 }
 
@@ -76,8 +76,7 @@ CarafeArgs check_carafe_forward_args(const at::Tensor& features,
                    features.scalar_type());
   TORCH_CHECK_TYPE(masks.scalar_type() == features.scalar_type(),
                    "carafe: masks must have the same dtype as features (",
-                   features.scalar_type(), "), but got ",
-                   masks.scalar_type());
+                   features.scalar_type(), "), but got ", masks.scalar_type());
   TORCH_CHECK_VALUE(masks.device() == features.device(),
                     "carafe: masks must be on the same device as features (",
                     features.device(), "), but got ", masks.device());
@@ -135,8 +134,8 @@ CarafeArgs check_carafe_backward_args(const at::Tensor& grad_output,
                     "features (",
                     features.device(), "), but got ", grad_output.device());
   // The output's size: the checks above made masks (s·H, s·W).
-  const auto expected = std::vector<int64_t>{
-      features.size(0), features.size(1), masks.size(2), masks.size(3)};
+  const auto expected = std::vector<int64_t>{features.size(0), features.size(1),
+                                             masks.size(2), masks.size(3)};
   TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef(expected),
                     "carafe: grad_output must have the shape of the output ",
                     at::IntArrayRef(expected), ", but got ",
@@ -160,7 +159,6 @@ TORCH_LIBRARY(carafe_mm, m) {
 // above; the module itself has no Python functions.
 extern "C" PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {
-      PyModuleDef_HEAD_INIT, "_C", "carafe_mm compiled operators", -1,
-      nullptr};
+      PyModuleDef_HEAD_INIT, "_C", "carafe_mm compiled operators", -1, nullptr};
   return PyModule_Create(&module_def);
 }

@@ -36,8 +36,8 @@ int64_t parse_cache_limit(std::string* error) {
   errno = 0;
   const long long mib = std::strtoll(text.c_str(), &end, 10);
   const bool whole = !text.empty() && end == text.c_str() + text.size() &&
-                     errno == 0 && text.find_first_not_of("0123456789") ==
-                                       std::string::npos;
+                     errno == 0 &&
+                     text.find_first_not_of("0123456789") == std::string::npos;
   if (!whole || mib < 0 || mib > kMaxCacheMiB) {
     *error = std::string("carafe: ") + kCacheEnv +
              " must be a whole number of MiB from 0 (no cache) to " +
@@ -166,8 +166,8 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::Tensor& like) {
   OutputAllocator& allocator = OutputAllocator::get();
   const size_t nbytes = c10::multiply_integers(sizes) * like.element_size();
   if (!allocator.serves(nbytes)) {
-    return at::empty(sizes, like.options().memory_format(
-                                c10::MemoryFormat::Contiguous));
+    return at::empty(
+        sizes, like.options().memory_format(c10::MemoryFormat::Contiguous));
   }
   return at::detail::empty_generic(
       sizes, &allocator, c10::DispatchKeySet(c10::DispatchKey::CPU),
