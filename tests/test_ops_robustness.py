@@ -34,7 +34,7 @@ def run_isolated(code, **env):
 
 
 # The reproductions reported against earlier versions: each one crashed.
-CRASHERS = '''
+REPORTED_CRASHES = '''
 import torch
 import carafe_mm.ops
 from carafe_mm.ops import carafe
@@ -62,7 +62,7 @@ for case in cases:
 
 
 def test_reported_crashes_raise_value_errors():
-    lines = run_isolated(CRASHERS).strip().splitlines()
+    lines = run_isolated(REPORTED_CRASHES).strip().splitlines()
     assert len(lines) == 5, lines
     for line in lines[:2]:
         assert line == ('carafe: scale_factor (4611686018427387905) times the '

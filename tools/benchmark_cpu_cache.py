@@ -23,11 +23,14 @@ import sys
 
 SETTINGS = {
     'default (256 MiB cache)': {},
-    '1024 MiB cache': dict(CARAFE_MM_CPU_CACHE_MB='1024'),
-    '64 MiB cache': dict(CARAFE_MM_CPU_CACHE_MB='64'),
-    'no cache, THP_MEM_ALLOC_ENABLE=1': dict(
-        CARAFE_MM_CPU_CACHE_MB='0', THP_MEM_ALLOC_ENABLE='1'),
-    'no cache': dict(CARAFE_MM_CPU_CACHE_MB='0'),
+    '1024 MiB cache':
+    dict(CARAFE_MM_CPU_CACHE_MB='1024'),
+    '64 MiB cache':
+    dict(CARAFE_MM_CPU_CACHE_MB='64'),
+    'no cache, THP_MEM_ALLOC_ENABLE=1':
+    dict(CARAFE_MM_CPU_CACHE_MB='0', THP_MEM_ALLOC_ENABLE='1'),
+    'no cache':
+    dict(CARAFE_MM_CPU_CACHE_MB='0'),
 }
 
 CHILD = r'''
