@@ -131,6 +131,12 @@ struct alignas(2 * sizeof(T)) Pair {
   T x, y;
 };
 
+// V channels of one pixel, staged in one shared-memory word.
+template <typename T, int V>
+struct alignas(V * sizeof(T)) Lanes {
+  T v[V];
+};
+
 template <typename T>
 bool pair_aligned(const T* p) {
   return reinterpret_cast<uintptr_t>(p) % sizeof(Pair<T>) == 0;
@@ -249,210 +255,193 @@ __global__ void __launch_bounds__(kTileH * kTileW)
   }
 }
 
-// grad_masks for the common (k, s), tiled as the forward: a thread owns one
-// input pixel and its s² output pixels and accumulates their k²·s² mask
-// gradients in registers over all the group's channels, loading each
-// grad_output value once and reading the features from the block's
-// shared-memory tile.
-template <typename scalar_t, int K, int S>
-__global__ void __launch_bounds__(kTileH * kTileW)
-    carafe_backward_masks_tiled_kernel(const scalar_t* __restrict__ grad_output,
-                                       const scalar_t* __restrict__ features,
-                                       scalar_t* __restrict__ grad_masks,
-                                       int64_t C, int64_t H, int64_t W,
-                                       int64_t G, int64_t tiles_h,
-                                       int64_t tiles_w, int64_t blocks,
-                                       bool paired) {
-  using acc_t = at::opmath_type<scalar_t>;
-  constexpr int R = K / 2, K2 = K * K, S2 = S * S;
-  constexpr int kHaloH = kTileH + K - 1, kHaloW = kTileW + K - 1;
-  __shared__ acc_t tile[kChunk][kHaloH][kHaloW];
-  const int64_t Ho = S * H, Wo = S * W, Cg = C / G;
-  const int64_t plane = H * W, out_plane = Ho * Wo;
-  const int lx = threadIdx.x % kTileW, ly = threadIdx.x / kTileW;
-  for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
-    int64_t rest = b;
-    const int64_t tx = rest % tiles_w;
-    rest /= tiles_w;
-    const int64_t ty = rest % tiles_h;
-    rest /= tiles_h;
-    const int64_t g = rest % G;
-    const int64_t n = rest / G;
-    const int64_t iy = ty * kTileH + ly, ix = tx * kTileW + lx;
-    const bool inside = iy < H && ix < W;
-
-    acc_t acc[S2][K2];
-#pragma unroll
-    for (int p = 0; p < S2; ++p) {
-#pragma unroll
-      for (int t = 0; t < K2; ++t) acc[p][t] = acc_t(0);
-    }
-    const scalar_t* f = features + (n * C + g * Cg) * plane;
-    const scalar_t* go =
-        grad_output + (n * C + g * Cg) * out_plane + S * iy * Wo + S * ix;
-    const int64_t y0 = ty * kTileH - R, x0 = tx * kTileW - R;
-    for (int64_t c0 = 0; c0 < Cg; c0 += kChunk) {
-      const int chunk = static_cast<int>(Cg - c0 < kChunk ? Cg - c0 : kChunk);
-      __syncthreads();  // the previous chunk's reads are done
-      for (int i = threadIdx.x; i < chunk * kHaloH * kHaloW; i += blockDim.x) {
-        const int hx = i % kHaloW, hy = i / kHaloW % kHaloH;
-        const int ci = i / (kHaloW * kHaloH);
-        const int64_t y = y0 + hy, x = x0 + hx;
-        tile[ci][hy][hx] = y >= 0 && y < H && x >= 0 && x < W
-                               ? static_cast<acc_t>(f[(c0 + ci) * plane + y * W + x])
-                               : acc_t(0);
-      }
-      __syncthreads();
-      if (!inside) continue;
-      for (int ci = 0; ci < chunk; ++ci) {
-        const scalar_t* gp = go + (c0 + ci) * out_plane;
-        acc_t gv[S2];
-        if constexpr (S == 2) {
-          if (paired) {
-#pragma unroll
-            for (int py = 0; py < 2; ++py) {
-              const Pair<scalar_t> v =
-                  *reinterpret_cast<const Pair<scalar_t>*>(gp + py * Wo);
-              gv[2 * py] = static_cast<acc_t>(v.x);
-              gv[2 * py + 1] = static_cast<acc_t>(v.y);
-            }
-          } else {
-#pragma unroll
-            for (int p = 0; p < S2; ++p) {
-              gv[p] = static_cast<acc_t>(gp[(p / S) * Wo + p % S]);
-            }
-          }
-        } else {
-#pragma unroll
-          for (int p = 0; p < S2; ++p) {
-            gv[p] = static_cast<acc_t>(gp[(p / S) * Wo + p % S]);
-          }
-        }
-#pragma unroll
-        for (int t = 0; t < K2; ++t) {
-          const acc_t v = tile[ci][ly + t / K][lx + t % K];
-#pragma unroll
-          for (int p = 0; p < S2; ++p) acc[p][t] += gv[p] * v;
-        }
-      }
-    }
-    if (!inside) continue;
-    scalar_t* gm =
-        grad_masks + (n * G + g) * K2 * out_plane + S * iy * Wo + S * ix;
-#pragma unroll
-    for (int t = 0; t < K2; ++t) {
-      if constexpr (S == 2) {
-        // grad_masks is a fresh allocation: pairs are aligned.
-#pragma unroll
-        for (int py = 0; py < 2; ++py) {
-          *reinterpret_cast<Pair<scalar_t>*>(gm + t * out_plane + py * Wo) = {
-              static_cast<scalar_t>(acc[2 * py][t]),
-              static_cast<scalar_t>(acc[2 * py + 1][t])};
-        }
-      } else {
-#pragma unroll
-        for (int p = 0; p < S2; ++p) {
-          gm[t * out_plane + (p / S) * Wo + p % S] =
-              static_cast<scalar_t>(acc[p][t]);
-        }
-      }
-    }
-  }
-}
-
-// grad_features for the common (k, s = 2): a thread owns one input pixel Q.
-// The output pixels that read Q are the s² pixels of each input pixel
-// B = Q + (r - ky, r - kx), through tap (ky, kx); their k²·s² mask values
-// are read by no other thread and stay in registers. grad_output around the
-// tile is staged in shared memory a chunk of channels at a time, its even
-// and odd columns apart so that a warp's reads fall in distinct banks.
+// The backward for the common (k, s = 2) in one launch, so that grad_output
+// is read from DRAM once. A block owns a tile of kTileH×kTileW input pixels
+// of one image and group and all the group's channels, and has two halves
+// of kTileH·kTileW threads (whole warps) that share the staged tiles:
+//   grad_masks half:    a thread owns one input pixel B and its s² output
+//                       pixels, and accumulates their k²·s² mask gradients
+//                       in registers over the channels (grad_output at its
+//                       own pixels · the features around B);
+//   grad_features half: a thread owns one input pixel Q. The output pixels
+//                       that read Q are the s² pixels of each input pixel
+//                       B = Q + (r - ky, r - kx), through tap (ky, kx); their
+//                       k²·s² mask values are read by no other thread and
+//                       stay in registers.
+// For each chunk of channels the block stages the features around the tile
+// and grad_output around its output pixels in shared memory, as the input
+// type (exact), two channels to a 32-bit word for half types; grad_output's
+// even and odd columns are kept apart, 16 banks apart, so that a warp's
+// reads and writes fall in distinct banks.
 template <typename scalar_t, int K>
-__global__ void __launch_bounds__(kTileH * kTileW)
-    carafe_backward_features_tiled_kernel(
-        const scalar_t* __restrict__ grad_output,
-        const scalar_t* __restrict__ masks,
-        scalar_t* __restrict__ grad_features, int64_t C, int64_t H, int64_t W,
-        int64_t G, int64_t tiles_h, int64_t tiles_w, int64_t slices,
-        int64_t slice_channels, int64_t blocks, bool paired) {
+__global__ void __launch_bounds__(2 * kTileH * kTileW)
+    carafe_backward_tiled_kernel(const scalar_t* __restrict__ grad_output,
+                                 const scalar_t* __restrict__ features,
+                                 const scalar_t* __restrict__ masks,
+                                 scalar_t* __restrict__ grad_features,
+                                 scalar_t* __restrict__ grad_masks, int64_t C,
+                                 int64_t H, int64_t W, int64_t G,
+                                 int64_t tiles_h, int64_t tiles_w,
+                                 int64_t blocks, bool paired) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int S = 2, R = K / 2, K2 = K * K, S2 = S * S;
   constexpr int kHaloH = kTileH + K - 1, kHaloW = kTileW + K - 1;
-  constexpr int kChunkG = sizeof(acc_t) == 8 ? 2 : 4;
-  constexpr int kTileValues = S * kHaloH * S * kHaloW;
-  __shared__ acc_t tile[kChunkG][S * kHaloH][S][kHaloW];
+  constexpr int kPixels = kTileH * kTileW;
+  constexpr int V = sizeof(scalar_t) == 2 ? 2 : 1;  // channels per word
+  using lanes_t = Lanes<scalar_t, V>;
+  constexpr int kChunkB = sizeof(lanes_t) == 8 ? 2 : 4;  // words per pixel
+  constexpr int kPitch = (kHaloW + 15) / 32 * 32 + 16;   // 16 mod 32
+  constexpr int kGradValues = S * kHaloH * S * kHaloW;
+  constexpr int kFeatureValues = kHaloH * kHaloW;
+  __shared__ lanes_t grad_tile[kChunkB][S * kHaloH][S][kPitch];
+  __shared__ lanes_t feature_tile[kChunkB][kHaloH][kHaloW];
   const int64_t Ho = S * H, Wo = S * W, Cg = C / G;
   const int64_t plane = H * W, out_plane = Ho * Wo;
-  const int lx = threadIdx.x % kTileW, ly = threadIdx.x / kTileW;
+  const bool masks_half = threadIdx.x < kPixels;
+  const int pixel = threadIdx.x % kPixels;
+  const int lx = pixel % kTileW, ly = pixel / kTileW;
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
     int64_t rest = b;
     const int64_t tx = rest % tiles_w;
     rest /= tiles_w;
     const int64_t ty = rest % tiles_h;
     rest /= tiles_h;
-    const int64_t slice = rest % slices;
-    rest /= slices;
     const int64_t g = rest % G;
     const int64_t n = rest / G;
     const int64_t iy = ty * kTileH + ly, ix = tx * kTileW + lx;
     const bool inside = iy < H && ix < W;
 
-    // m[t][p]: the mask of tap t at output pixel p of B; 0 where B is
-    // outside the input (no such output pixel).
-    acc_t m[K2][S2];
-    if (inside) {
+    // grad_masks half: acc[p][t], the mask gradient of tap t at output pixel
+    // p of this thread's pixel. grad_features half: acc[p][t], the mask of
+    // tap t at output pixel p of B; 0 where B is outside the input.
+    acc_t acc[S2][K2];
+#pragma unroll
+    for (int t = 0; t < K2; ++t) {
+#pragma unroll
+      for (int p = 0; p < S2; ++p) acc[p][t] = acc_t(0);
+    }
+    if (!masks_half && inside) {
       const scalar_t* mg = masks + (n * G + g) * K2 * out_plane;
 #pragma unroll
       for (int t = 0; t < K2; ++t) {
         const int64_t by = iy + R - t / K, bx = ix + R - t % K;
-        const bool valid = by >= 0 && by < H && bx >= 0 && bx < W;
+        if (by < 0 || by >= H || bx < 0 || bx >= W) continue;
 #pragma unroll
         for (int py = 0; py < S; ++py) {
           const scalar_t* mp = mg + t * out_plane + (S * by + py) * Wo + S * bx;
-          if (!valid) {
-            m[t][S * py] = m[t][S * py + 1] = acc_t(0);
-          } else if (paired) {
+          if (paired) {
             const Pair<scalar_t> v = *reinterpret_cast<const Pair<scalar_t>*>(mp);
-            m[t][S * py] = static_cast<acc_t>(v.x);
-            m[t][S * py + 1] = static_cast<acc_t>(v.y);
+            acc[S * py][t] = static_cast<acc_t>(v.x);
+            acc[S * py + 1][t] = static_cast<acc_t>(v.y);
           } else {
-            m[t][S * py] = static_cast<acc_t>(mp[0]);
-            m[t][S * py + 1] = static_cast<acc_t>(mp[1]);
+            acc[S * py][t] = static_cast<acc_t>(mp[0]);
+            acc[S * py + 1][t] = static_cast<acc_t>(mp[1]);
           }
         }
       }
     }
-    const int64_t c_begin = slice * slice_channels;
-    const int64_t c_end =
-        Cg < c_begin + slice_channels ? Cg : c_begin + slice_channels;
     const scalar_t* go = grad_output + (n * C + g * Cg) * out_plane;
+    const scalar_t* f = features + (n * C + g * Cg) * plane;
     scalar_t* gf = grad_features + (n * C + g * Cg) * plane + iy * W + ix;
-    const int64_t oy0 = S * (ty * kTileH - R), ox0 = S * (tx * kTileW - R);
-    for (int64_t c0 = c_begin; c0 < c_end; c0 += kChunkG) {
-      const int chunk = static_cast<int>(c_end - c0 < kChunkG ? c_end - c0 : kChunkG);
+    const int64_t y0 = ty * kTileH - R, x0 = tx * kTileW - R;
+    const int64_t oy0 = S * y0, ox0 = S * x0;
+    for (int64_t c0 = 0; c0 < Cg; c0 += kChunkB * V) {
+      const int channels =
+          static_cast<int>(Cg - c0 < kChunkB * V ? Cg - c0 : kChunkB * V);
+      const int chunk = (channels + V - 1) / V;
       __syncthreads();  // the previous chunk's reads are done
-      for (int i = threadIdx.x; i < chunk * kTileValues; i += blockDim.x) {
+      for (int i = threadIdx.x; i < chunk * kGradValues; i += blockDim.x) {
         const int col = i % (S * kHaloW), row = i / (S * kHaloW) % (S * kHaloH);
-        const int ci = i / kTileValues;
+        const int ci = i / kGradValues;
         const int64_t oy = oy0 + row, ox = ox0 + col;
-        tile[ci][row][col % S][col / S] =
-            oy >= 0 && oy < Ho && ox >= 0 && ox < Wo
-                ? static_cast<acc_t>(go[(c0 + ci) * out_plane + oy * Wo + ox])
-                : acc_t(0);
+        const bool valid = oy >= 0 && oy < Ho && ox >= 0 && ox < Wo;
+        lanes_t e;
+#pragma unroll
+        for (int j = 0; j < V; ++j) {
+          const int c = ci * V + j;
+          e.v[j] = valid && c < channels
+                       ? go[(c0 + c) * out_plane + oy * Wo + ox]
+                       : scalar_t(0);
+        }
+        grad_tile[ci][row][col % S][col / S] = e;
+      }
+      for (int i = threadIdx.x; i < chunk * kFeatureValues; i += blockDim.x) {
+        const int hx = i % kHaloW, hy = i / kHaloW % kHaloH;
+        const int ci = i / kFeatureValues;
+        const int64_t y = y0 + hy, x = x0 + hx;
+        // The zero padding: w · 0, so that a non-finite value gives NaN as
+        // in the CPU kernel and the reference.
+        const bool valid = y >= 0 && y < H && x >= 0 && x < W;
+        lanes_t e;
+#pragma unroll
+        for (int j = 0; j < V; ++j) {
+          const int c = ci * V + j;
+          e.v[j] = valid && c < channels ? f[(c0 + c) * plane + y * W + x]
+                                         : scalar_t(0);
+        }
+        feature_tile[ci][hy][hx] = e;
       }
       __syncthreads();
       if (!inside) continue;
-      for (int ci = 0; ci < chunk; ++ci) {
-        acc_t acc = acc_t(0);
-#pragma unroll
-        for (int t = 0; t < K2; ++t) {
-          // B in tile coordinates.
-          const int bly = ly + 2 * R - t / K, blx = lx + 2 * R - t % K;
+      if (masks_half) {
+        for (int ci = 0; ci < chunk; ++ci) {
+          acc_t gv[S2][V];
 #pragma unroll
           for (int p = 0; p < S2; ++p) {
-            acc += tile[ci][S * bly + p / S][p % S][blx] * m[t][p];
+            const lanes_t e = grad_tile[ci][S * (ly + R) + p / S][p % S][lx + R];
+#pragma unroll
+            for (int j = 0; j < V; ++j) gv[p][j] = static_cast<acc_t>(e.v[j]);
+          }
+#pragma unroll
+          for (int t = 0; t < K2; ++t) {
+            const lanes_t e = feature_tile[ci][ly + t / K][lx + t % K];
+#pragma unroll
+            for (int j = 0; j < V; ++j) {
+              const acc_t v = static_cast<acc_t>(e.v[j]);
+#pragma unroll
+              for (int p = 0; p < S2; ++p) acc[p][t] += gv[p][j] * v;
+            }
           }
         }
-        gf[(c0 + ci) * plane] = static_cast<scalar_t>(acc);
+      } else {
+        for (int ci = 0; ci < chunk; ++ci) {
+          acc_t sum[V];
+#pragma unroll
+          for (int j = 0; j < V; ++j) sum[j] = acc_t(0);
+#pragma unroll
+          for (int t = 0; t < K2; ++t) {
+            // B in tile coordinates.
+            const int bly = ly + 2 * R - t / K, blx = lx + 2 * R - t % K;
+#pragma unroll
+            for (int p = 0; p < S2; ++p) {
+              const lanes_t e = grad_tile[ci][S * bly + p / S][p % S][blx];
+#pragma unroll
+              for (int j = 0; j < V; ++j) {
+                sum[j] += static_cast<acc_t>(e.v[j]) * acc[p][t];
+              }
+            }
+          }
+#pragma unroll
+          for (int j = 0; j < V; ++j) {
+            const int c = ci * V + j;
+            if (c < channels) {
+              gf[(c0 + c) * plane] = static_cast<scalar_t>(sum[j]);
+            }
+          }
+        }
+      }
+    }
+    if (!masks_half || !inside) continue;
+    scalar_t* gm =
+        grad_masks + (n * G + g) * K2 * out_plane + S * iy * Wo + S * ix;
+#pragma unroll
+    for (int t = 0; t < K2; ++t) {
+      // grad_masks is a fresh allocation: pairs are aligned.
+#pragma unroll
+      for (int py = 0; py < S; ++py) {
+        *reinterpret_cast<Pair<scalar_t>*>(gm + t * out_plane + py * Wo) = {
+            static_cast<scalar_t>(acc[S * py][t]),
+            static_cast<scalar_t>(acc[S * py + 1][t])};
       }
     }
   }
@@ -612,50 +601,24 @@ void launch_forward_tiled(const at::Tensor& features, const at::Tensor& masks,
 }
 
 template <typename scalar_t, int K>
-void launch_backward_masks_tiled(const at::Tensor& grad_output,
-                                 const at::Tensor& features,
-                                 at::Tensor& grad_masks, int64_t G,
-                                 cudaStream_t stream) {
+void launch_backward_tiled(const at::Tensor& grad_output,
+                           const at::Tensor& features, const at::Tensor& masks,
+                           at::Tensor& grad_features, at::Tensor& grad_masks,
+                           int64_t G, cudaStream_t stream) {
   const int64_t N = features.size(0), C = features.size(1);
   const int64_t H = features.size(2), W = features.size(3);
   const int64_t tiles_h = ceil_div(H, kTileH), tiles_w = ceil_div(W, kTileW);
-  // One block per tile: the channels are summed within the block.
+  // One block per tile: grad_masks sums the channels within the block.
   const int64_t blocks = N * G * tiles_h * tiles_w;
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const auto grid = static_cast<unsigned int>(std::min(blocks, sms * 32));
-  carafe_backward_masks_tiled_kernel<scalar_t, K, 2>
-      <<<grid, kTileH * kTileW, 0, stream>>>(
+  carafe_backward_tiled_kernel<scalar_t, K>
+      <<<grid, 2 * kTileH * kTileW, 0, stream>>>(
           grad_output.const_data_ptr<scalar_t>(),
-          features.const_data_ptr<scalar_t>(),
+          features.const_data_ptr<scalar_t>(), masks.const_data_ptr<scalar_t>(),
+          grad_features.mutable_data_ptr<scalar_t>(),
           grad_masks.mutable_data_ptr<scalar_t>(), C, H, W, G, tiles_h,
-          tiles_w, blocks, pair_aligned(grad_output.const_data_ptr<scalar_t>()));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-template <typename scalar_t, int K>
-void launch_backward_features_tiled(const at::Tensor& grad_output,
-                                    const at::Tensor& masks,
-                                    at::Tensor& grad_features, int64_t G,
-                                    cudaStream_t stream) {
-  const int64_t N = grad_features.size(0), C = grad_features.size(1);
-  const int64_t H = grad_features.size(2), W = grad_features.size(3);
-  const int64_t tiles_h = ceil_div(H, kTileH), tiles_w = ceil_div(W, kTileW);
-  const int64_t tiles = N * G * tiles_h * tiles_w;
-  // Channel slices as in the forward; each slice re-reads the tile's masks.
-  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  const int64_t wanted = std::max<int64_t>(1, ceil_div(2 * sms, tiles));
-  const int64_t slice_channels =
-      std::max<int64_t>(1, ceil_div(C / G, std::min(C / G, wanted)));
-  const int64_t slices = ceil_div(C / G, slice_channels);
-  const int64_t blocks = tiles * slices;
-  const auto grid = static_cast<unsigned int>(std::min(blocks, sms * 32));
-  carafe_backward_features_tiled_kernel<scalar_t, K>
-      <<<grid, kTileH * kTileW, 0, stream>>>(
-          grad_output.const_data_ptr<scalar_t>(),
-          masks.const_data_ptr<scalar_t>(),
-          grad_features.mutable_data_ptr<scalar_t>(), C, H, W, G, tiles_h,
-          tiles_w, slices, slice_channels, blocks,
-          pair_aligned(masks.const_data_ptr<scalar_t>()));
+          tiles_w, blocks, pair_aligned(masks.const_data_ptr<scalar_t>()));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -726,7 +689,7 @@ std::tuple<at::Tensor, at::Tensor> carafe_backward_cuda(
     return {grad_features, grad_masks};
   }
 
-  // (k, s) pairs with a tiled grad_masks kernel, as in the forward.
+  // (k, s) pairs with a tiled backward kernel, as in the forward.
   const bool tiled = (k == 3 || k == 5) && s == 2;
   const int64_t tap_blocks = ceil_div(k * k, kTaps);
   const int64_t mask_total = N * G * tap_blocks * s * H * s * W;
@@ -737,35 +700,31 @@ std::tuple<at::Tensor, at::Tensor> carafe_backward_cuda(
       at::kHalf, at::kBFloat16, features.scalar_type(), "carafe_backward_cuda",
       [&] {
         if (tiled && k == 3) {
-          launch_backward_masks_tiled<scalar_t, 3>(grad_output, features,
-                                                   grad_masks, G, stream);
-        } else if (tiled) {
-          launch_backward_masks_tiled<scalar_t, 5>(grad_output, features,
-                                                   grad_masks, G, stream);
-        } else {
-          carafe_backward_masks_kernel<scalar_t>
-              <<<grid_size(mask_total), kThreads, 0, stream>>>(
-                  grad_output.const_data_ptr<scalar_t>(),
-                  features.const_data_ptr<scalar_t>(),
-                  grad_masks.mutable_data_ptr<scalar_t>(), C, H, W, G, k, s,
-                  tap_blocks, mask_total);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
+          launch_backward_tiled<scalar_t, 3>(grad_output, features, masks,
+                                             grad_features, grad_masks, G,
+                                             stream);
+          return;
         }
-        if (tiled && k == 3) {
-          launch_backward_features_tiled<scalar_t, 3>(
-              grad_output, masks, grad_features, G, stream);
-        } else if (tiled) {
-          launch_backward_features_tiled<scalar_t, 5>(
-              grad_output, masks, grad_features, G, stream);
-        } else {
-          carafe_backward_features_kernel<scalar_t>
-              <<<grid_size(feature_total), kThreads, 0, stream>>>(
-                  grad_output.const_data_ptr<scalar_t>(),
-                  masks.const_data_ptr<scalar_t>(),
-                  grad_features.mutable_data_ptr<scalar_t>(), C, H, W, G, k, s,
-                  channel_blocks, feature_total);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        if (tiled) {
+          launch_backward_tiled<scalar_t, 5>(grad_output, features, masks,
+                                             grad_features, grad_masks, G,
+                                             stream);
+          return;
         }
+        carafe_backward_masks_kernel<scalar_t>
+            <<<grid_size(mask_total), kThreads, 0, stream>>>(
+                grad_output.const_data_ptr<scalar_t>(),
+                features.const_data_ptr<scalar_t>(),
+                grad_masks.mutable_data_ptr<scalar_t>(), C, H, W, G, k, s,
+                tap_blocks, mask_total);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        carafe_backward_features_kernel<scalar_t>
+            <<<grid_size(feature_total), kThreads, 0, stream>>>(
+                grad_output.const_data_ptr<scalar_t>(),
+                masks.const_data_ptr<scalar_t>(),
+                grad_features.mutable_data_ptr<scalar_t>(), C, H, W, G, k, s,
+                channel_blocks, feature_total);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
   return {grad_features, grad_masks};
 }
