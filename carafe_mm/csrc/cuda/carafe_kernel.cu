@@ -17,17 +17,18 @@
 //                    thread = (n, g, block of kChannels channels, oy, ox):
 //                    loads each of the k² mask values once and applies it to
 //                    its channels.
-//   grad_masks, k ∈ {3, 5} and s = 2 (tiled)
-//                    as the tiled forward, without channel slices: a thread
-//                    sums its k²·s² mask gradients over the group's channels.
+//   backward, k ∈ {3, 5} and s = 2 (tiled, both gradients in one launch)
+//                    block = (n, g, tile of input pixels), all the group's
+//                    channels; grad_output and the features around the tile
+//                    staged in shared memory a chunk of channels at a time.
+//                    Half the threads compute grad_masks: one input pixel
+//                    each, its k²·s² mask gradients summed over the channels
+//                    in registers. The other half compute grad_features: one
+//                    input pixel each, the k²·s² mask values of the output
+//                    pixels that read it in registers.
 //   grad_masks, other (k, s)
 //                    thread = (n, g, block of kTaps taps, oy, ox): sums
 //                    grad_output · features over the group's channels.
-//   grad_features, k ∈ {3, 5} and s = 2 (tiled)
-//                    block = (n, g, channel slice, tile of input pixels),
-//                    thread = one input pixel: the k²·s² mask values of the
-//                    output pixels that read it in registers, grad_output
-//                    around the tile staged in shared memory.
 //   grad_features, other (k, s)
 //                    thread = (n, g, block of kChannels channels, iy, ix): sums
 //                    grad_output · masks over the k²·s² output pixels that
@@ -56,6 +57,9 @@ constexpr int kChannels = 16;  // forward: channels per thread
 constexpr int kTaps = 25;      // grad_masks: taps per thread
 // The tiled forward: input pixels per block, channels per shared-memory chunk.
 constexpr int kTileH = 8, kTileW = 32, kChunk = 8;
+// The tiled backward: input pixels per block (a warp spans two rows, so
+// that narrow images leave fewer lanes idle).
+constexpr int kBackTileH = 16, kBackTileW = 16;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -256,9 +260,10 @@ __global__ void __launch_bounds__(kTileH * kTileW)
 }
 
 // The backward for the common (k, s = 2) in one launch, so that grad_output
-// is read from DRAM once. A block owns a tile of kTileH×kTileW input pixels
-// of one image and group and all the group's channels, and has two halves
-// of kTileH·kTileW threads (whole warps) that share the staged tiles:
+// is read from DRAM once. A block owns a tile of kBackTileH×kBackTileW input
+// pixels of one image and group and all the group's channels, and has two
+// halves of kBackTileH·kBackTileW threads (whole warps) that share the
+// staged tiles:
 //   grad_masks half:    a thread owns one input pixel B and its s² output
 //                       pixels, and accumulates their k²·s² mask gradients
 //                       in registers over the channels (grad_output at its
@@ -272,9 +277,9 @@ __global__ void __launch_bounds__(kTileH * kTileW)
 // and grad_output around its output pixels in shared memory, as the input
 // type (exact), two channels to a 32-bit word for half types; grad_output's
 // even and odd columns are kept apart, 16 banks apart, so that a warp's
-// reads and writes fall in distinct banks.
+// reads fall in distinct banks.
 template <typename scalar_t, int K>
-__global__ void __launch_bounds__(2 * kTileH * kTileW)
+__global__ void __launch_bounds__(2 * kBackTileH * kBackTileW)
     carafe_backward_tiled_kernel(const scalar_t* __restrict__ grad_output,
                                  const scalar_t* __restrict__ features,
                                  const scalar_t* __restrict__ masks,
@@ -285,21 +290,23 @@ __global__ void __launch_bounds__(2 * kTileH * kTileW)
                                  int64_t blocks, bool paired) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int S = 2, R = K / 2, K2 = K * K, S2 = S * S;
-  constexpr int kHaloH = kTileH + K - 1, kHaloW = kTileW + K - 1;
-  constexpr int kPixels = kTileH * kTileW;
+  constexpr int kHaloH = kBackTileH + K - 1, kHaloW = kBackTileW + K - 1;
+  constexpr int kPixels = kBackTileH * kBackTileW;
   constexpr int V = sizeof(scalar_t) == 2 ? 2 : 1;  // channels per word
   using lanes_t = Lanes<scalar_t, V>;
   constexpr int kChunkB = sizeof(lanes_t) == 8 ? 2 : 4;  // words per pixel
-  constexpr int kPitch = (kHaloW + 15) / 32 * 32 + 16;   // 16 mod 32
+  // Row pitches in words: a warp's two rows 16 banks apart.
+  constexpr int kPitch = (kHaloW + 3) / 8 * 8 + 4;           // 4 mod 8
+  constexpr int kFeaturePitch = (kHaloW + 15) / 32 * 32 + 16;  // 16 mod 32
   constexpr int kGradValues = S * kHaloH * S * kHaloW;
   constexpr int kFeatureValues = kHaloH * kHaloW;
   __shared__ lanes_t grad_tile[kChunkB][S * kHaloH][S][kPitch];
-  __shared__ lanes_t feature_tile[kChunkB][kHaloH][kHaloW];
+  __shared__ lanes_t feature_tile[kChunkB][kHaloH][kFeaturePitch];
   const int64_t Ho = S * H, Wo = S * W, Cg = C / G;
   const int64_t plane = H * W, out_plane = Ho * Wo;
   const bool masks_half = threadIdx.x < kPixels;
   const int pixel = threadIdx.x % kPixels;
-  const int lx = pixel % kTileW, ly = pixel / kTileW;
+  const int lx = pixel % kBackTileW, ly = pixel / kBackTileW;
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
     int64_t rest = b;
     const int64_t tx = rest % tiles_w;
@@ -308,7 +315,7 @@ __global__ void __launch_bounds__(2 * kTileH * kTileW)
     rest /= tiles_h;
     const int64_t g = rest % G;
     const int64_t n = rest / G;
-    const int64_t iy = ty * kTileH + ly, ix = tx * kTileW + lx;
+    const int64_t iy = ty * kBackTileH + ly, ix = tx * kBackTileW + lx;
     const bool inside = iy < H && ix < W;
 
     // grad_masks half: acc[p][t], the mask gradient of tap t at output pixel
@@ -343,7 +350,7 @@ __global__ void __launch_bounds__(2 * kTileH * kTileW)
     const scalar_t* go = grad_output + (n * C + g * Cg) * out_plane;
     const scalar_t* f = features + (n * C + g * Cg) * plane;
     scalar_t* gf = grad_features + (n * C + g * Cg) * plane + iy * W + ix;
-    const int64_t y0 = ty * kTileH - R, x0 = tx * kTileW - R;
+    const int64_t y0 = ty * kBackTileH - R, x0 = tx * kBackTileW - R;
     const int64_t oy0 = S * y0, ox0 = S * x0;
     for (int64_t c0 = 0; c0 < Cg; c0 += kChunkB * V) {
       const int channels =
@@ -607,13 +614,14 @@ void launch_backward_tiled(const at::Tensor& grad_output,
                            int64_t G, cudaStream_t stream) {
   const int64_t N = features.size(0), C = features.size(1);
   const int64_t H = features.size(2), W = features.size(3);
-  const int64_t tiles_h = ceil_div(H, kTileH), tiles_w = ceil_div(W, kTileW);
+  const int64_t tiles_h = ceil_div(H, kBackTileH);
+  const int64_t tiles_w = ceil_div(W, kBackTileW);
   // One block per tile: grad_masks sums the channels within the block.
   const int64_t blocks = N * G * tiles_h * tiles_w;
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const auto grid = static_cast<unsigned int>(std::min(blocks, sms * 32));
   carafe_backward_tiled_kernel<scalar_t, K>
-      <<<grid, 2 * kTileH * kTileW, 0, stream>>>(
+      <<<grid, 2 * kBackTileH * kBackTileW, 0, stream>>>(
           grad_output.const_data_ptr<scalar_t>(),
           features.const_data_ptr<scalar_t>(), masks.const_data_ptr<scalar_t>(),
           grad_features.mutable_data_ptr<scalar_t>(),
