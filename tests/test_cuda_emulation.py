@@ -16,7 +16,7 @@ import torch
 
 from carafe_mm.ops import carafe_reference
 from .cuda_emu import KERNELS, load
-from .utils import grads, make_inputs
+from .utils import check_other_layouts, grads, make_inputs
 
 # Few SMs, so that the grids are small and the grid-stride loops go round.
 SM_COUNT = 2
@@ -108,30 +108,8 @@ def test_low_precision_within_tolerance(emu, dtype, tol):
 
 
 def test_non_contiguous_and_channels_last(emu):
-    k, g, s = 3, 2, 2
-    features, masks = make_inputs(2, 4, 6, 5, k, g, s)
-    expected = grads(carafe_reference, features, masks, k, g, s)
-    # The same values in other layouts: a transposed view, a strided slice
-    # and channels_last; the launchers make them contiguous on the device.
-    f_t = features.transpose(2, 3).contiguous().transpose(2, 3)
-    m_wide = torch.zeros(2, 2 * masks.shape[1], 12, 10, dtype=masks.dtype)
-    m_wide[:, ::2] = masks
-    m_slice = m_wide[:, ::2]
-    assert not f_t.is_contiguous() and not m_slice.is_contiguous()
-    f_cl = features.contiguous(memory_format=torch.channels_last)
-    m_cl = masks.contiguous(memory_format=torch.channels_last)
-    go = torch.randn(
-        2,
-        4,
-        12,
-        10,
-        generator=torch.Generator().manual_seed(1),
-        dtype=torch.float64)
-    go_t = go.transpose(0, 1).contiguous().transpose(0, 1)
-    for f, m in [(f_t, m_slice), (f_cl, m_cl)]:
-        actual = grads(emulated(emu), f, m, k, g, s, go_t)
-        for a, e in zip(actual, expected):
-            torch.testing.assert_close(a, e)
+    # the launchers make them contiguous on the device
+    check_other_layouts(emulated(emu))
 
 
 def test_unaligned_inputs(emu):
@@ -182,12 +160,9 @@ def test_matches_compiled_cpu_op(emu, dtype):
         torch.testing.assert_close(a, b)
 
 
-def test_grid_stride_loops_cover_every_element(emu):
-    """On one emulated SM a grid has 32 blocks of 256 threads, fewer than
-    the work items of each kernel: each thread goes round its loop several
-    times, and every output element is still written exactly once."""
-    n, c, h, w, k, g, s = 1, 16, 96, 96, 1, 1, 2
-    features, masks = make_inputs(n, c, h, w, k, g, s, torch.float32)
+def launches_on_one_sm(emu, features, masks, k, g, s):
+    """Check the kernels against the reference on an emulated device of one
+    SM, and return the traffic log of their launches."""
     previous = emu.configure(1)
     try:
         emu.trace(True)
@@ -195,7 +170,16 @@ def test_grid_stride_loops_cover_every_element(emu):
     finally:
         emu.trace(False)
         emu.configure(previous)
-    launches = emu.pop_log()
+    return emu.pop_log()
+
+
+def test_grid_stride_loops_cover_every_element(emu):
+    """On one emulated SM a grid has 32 blocks of 256 threads, fewer than
+    the work items of each kernel: each thread goes round its loop several
+    times, and every output element is still written exactly once."""
+    n, c, h, w, k, g, s = 1, 16, 96, 96, 1, 1, 2
+    features, masks = make_inputs(n, c, h, w, k, g, s, torch.float32)
+    launches = launches_on_one_sm(emu, features, masks, k, g, s)
     # forward, then the two backward kernels; the output, grad_masks and
     # grad_features written once each
     stored = [c * s * h * s * w, g * k * k * s * h * s * w, c * h * w]
@@ -210,14 +194,7 @@ def test_tiled_kernels_loop_over_tiles(emu):
     grid of 32 blocks, and every output element stored exactly once."""
     n, c, h, w, k, g, s = 2, 8, 48, 96, 3, 1, 2
     features, masks = make_inputs(n, c, h, w, k, g, s, torch.float32)
-    previous = emu.configure(1)
-    try:
-        emu.trace(True)
-        assert_matches_reference(emu, features, masks, k, g, s)
-    finally:
-        emu.trace(False)
-        emu.configure(previous)
-    launches = emu.pop_log()
+    launches = launches_on_one_sm(emu, features, masks, k, g, s)
     # the backward writes grad_masks and grad_features in one launch
     stored = [
         n * c * s * h * s * w, n * g * k * k * s * h * s * w + n * c * h * w

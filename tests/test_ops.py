@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from carafe_mm.ops import carafe, carafe_reference
-from .utils import (compiled, cpu_and_cuda, grads, make_inputs,
-                    needs_extension, run_python)
+from .utils import (check_other_layouts, compiled, cpu_and_cuda, grads,
+                    make_inputs, needs_extension, run_python)
 
 pytestmark = needs_extension
 
@@ -72,31 +72,7 @@ def test_low_precision_within_tolerance(device, dtype, tol):
 
 @pytest.mark.parametrize('device', cpu_and_cuda())
 def test_non_contiguous_and_channels_last(device):
-    k, g, s = 3, 2, 2
-    features, masks = make_inputs(2, 4, 6, 5, k, g, s, device=device)
-    expected = grads(carafe_reference, features, masks, k, g, s)
-    # The same values in other layouts: a transposed view, a strided slice
-    # and channels_last.
-    f_t = features.transpose(2, 3).contiguous().transpose(2, 3)
-    m_wide = torch.zeros(
-        2, 2 * masks.shape[1], 12, 10, dtype=masks.dtype, device=device)
-    m_wide[:, ::2] = masks
-    m_slice = m_wide[:, ::2]
-    assert not f_t.is_contiguous() and not m_slice.is_contiguous()
-    f_cl = features.contiguous(memory_format=torch.channels_last)
-    m_cl = masks.contiguous(memory_format=torch.channels_last)
-    go = torch.randn(
-        2,
-        4,
-        12,
-        10,
-        generator=torch.Generator().manual_seed(1),
-        dtype=torch.float64).to(device)
-    go_t = go.transpose(0, 1).contiguous().transpose(0, 1)
-    for f, m in [(f_t, m_slice), (f_cl, m_cl)]:
-        actual = grads(compiled, f, m, k, g, s, go_t)
-        for a, e in zip(actual, expected):
-            torch.testing.assert_close(a, e)
+    check_other_layouts(compiled, device)
 
 
 @pytest.mark.parametrize('device', cpu_and_cuda())

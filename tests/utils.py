@@ -6,7 +6,8 @@ import sys
 import pytest
 import torch
 
-from carafe_mm.ops import extension_available, extension_error
+from carafe_mm.ops import (carafe_reference, extension_available,
+                           extension_error)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -101,6 +102,35 @@ def grads(fn, features, masks, k, g, s, grad_output=None):
             dtype=torch.float64).to(out)
     out.backward(grad_output)
     return out, features.grad, masks.grad
+
+
+def check_other_layouts(fn, device='cpu'):
+    """``fn`` (an op with carafe's signature) on inputs in other layouts (a
+    transposed view, a strided slice, channels_last; a transposed
+    grad_output) gives the reference's output and gradients."""
+    k, g, s = 3, 2, 2
+    features, masks = make_inputs(2, 4, 6, 5, k, g, s, device=device)
+    expected = grads(carafe_reference, features, masks, k, g, s)
+    f_t = features.transpose(2, 3).contiguous().transpose(2, 3)
+    m_wide = torch.zeros(
+        2, 2 * masks.shape[1], 12, 10, dtype=masks.dtype, device=device)
+    m_wide[:, ::2] = masks
+    m_slice = m_wide[:, ::2]
+    assert not f_t.is_contiguous() and not m_slice.is_contiguous()
+    f_cl = features.contiguous(memory_format=torch.channels_last)
+    m_cl = masks.contiguous(memory_format=torch.channels_last)
+    go = torch.randn(
+        2,
+        4,
+        12,
+        10,
+        generator=torch.Generator().manual_seed(1),
+        dtype=torch.float64).to(device)
+    go_t = go.transpose(0, 1).contiguous().transpose(0, 1)
+    for f, m in [(f_t, m_slice), (f_cl, m_cl)]:
+        actual = grads(fn, f, m, k, g, s, go_t)
+        for a, e in zip(actual, expected):
+            torch.testing.assert_close(a, e)
 
 
 def run_python(code, *args, **env):
