@@ -418,7 +418,10 @@ def test_annotation_checks_agree_with_coco_dataset(coco):
     data = read_json(ann_file)
     image = dict(data['images'][0])
     data['images'], data['annotations'] = [], []
-    for i, (bbox, area) in enumerate(boxes + [([10, 10, 20, 20], 400)]):
+    # then two of an unknown category, which mmdet leaves out whatever the
+    # box (an infinite one too)
+    unknown = [([10, 10, 20, 20], 400), ([10, 10, 20, inf], 400)]
+    for i, (bbox, area) in enumerate(boxes + unknown):
         data['images'].append(dict(image, id=i))
         data['annotations'].append(
             dict(
@@ -426,7 +429,7 @@ def test_annotation_checks_agree_with_coco_dataset(coco):
                 image_id=i,
                 bbox=bbox,
                 area=area,
-                category_id=7 if i == len(boxes) else 1,
+                category_id=7 if i >= len(boxes) else 1,
                 iscrowd=0))
     write_json(ann_file, data)
     dataset = build(

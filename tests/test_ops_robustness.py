@@ -276,3 +276,13 @@ def test_small_calls_do_not_start_the_thread_pool():
     before, small, large = map(int, run_isolated(THREADS).split())
     assert small == before
     assert large > before
+
+
+@pytest.mark.parametrize('fn', [carafe, carafe_reference])
+def test_huge_negative_integer_arguments(fn):
+    features, masks = make_inputs(1, 2, 3, 3, 1, 1, 1)
+    with pytest.raises(
+            ValueError,
+            match=r'scale_factor must be a positive integer, but got '
+            r'-1180591620717411303424'):
+        fn(features, masks, 1, 1, -2**70)

@@ -11,17 +11,21 @@ initialisation) and has the runner wrap the model in
 import os
 
 import torch.distributed as dist
-from mmengine.model import MMDistributedDataParallel
+from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
 from mmengine.registry import MODEL_WRAPPERS
 
 
 @MODEL_WRAPPERS.register_module()
 class CPUDistributedDataParallel(MMDistributedDataParallel):
     """``MMDistributedDataParallel`` for modules on the CPU: the
-    ``device_ids`` the runner passes are dropped (DDP requires None)."""
+    ``device_ids`` the runner passes are dropped (DDP requires None), and
+    ``SyncBatchNorm`` layers (the paper's UperNet configs have them), which
+    refuse CPU tensors in a group of several processes, become
+    ``BatchNorm`` (as mmengine does for runs that are not distributed)."""
 
     def __init__(self, module, device_ids=None, **kwargs):
-        super().__init__(module=module, device_ids=None, **kwargs)
+        super().__init__(
+            module=revert_sync_batchnorm(module), device_ids=None, **kwargs)
 
 
 def _init_gloo(launcher):

@@ -153,7 +153,8 @@ def coco_annotation_problem(ann, image, category_ids):
             min(y + h, height) - max(y, 0)))
     kept = overlap != 0 and not (area <= 0 or w < 1 or h < 1)
     if not all(math.isfinite(v) for v in bbox):
-        if kept:  # e.g. an infinite width: the box reaches the loss
+        if kept and ann['category_id'] in category_ids:
+            # e.g. an infinite width: the box reaches the loss
             return CRASH, 'infinite bbox kept', (
                 f'bbox {list(bbox)} is infinite but mmdet keeps it')
         return DROP, 'NaN/inf bbox', f'bbox {list(bbox)} has NaN or inf'

@@ -26,6 +26,9 @@ def as_int(name, value):
     if value > INT64_MAX:  # the op's schema takes int64
         raise ValueError(
             f'carafe: {name} must be at most 2**63 - 1, but got {value}')
+    if value < -INT64_MAX - 1:
+        raise ValueError(
+            f'carafe: {name} must be a positive integer, but got {value}')
     return value
 
 
