@@ -205,3 +205,21 @@ def test_tiled_kernels_loop_over_tiles(emu):
     for launch, elements in zip(launches, stored):
         assert launch['grid'][0] == 32
         assert launch['global_store']['bytes'] == 4 * elements
+
+
+@pytest.mark.parametrize('h, warps', [(16, 8), (5, 3)])
+def test_tiled_backward_shuffles_once_per_warp_and_channel(emu, h, warps):
+    """The tiled backward's grad_features threads combine their two output
+    row parities with one shuffle per channel; warps whose rows are all
+    below the image skip the channel loop (5 rows: the warps of rows 0-1,
+    2-3 and 4-5 of the 16-row tile run)."""
+    c = 3
+    features, masks = make_inputs(1, c, h, 16, 5, 1, 2, torch.float32)
+    emu.trace(True)
+    try:
+        assert_matches_reference(emu, features, masks, 5, 1, 2)
+    finally:
+        emu.trace(False)
+    forward, backward = emu.pop_log()
+    assert forward['warp_collectives'] == 0
+    assert backward['warp_collectives'] == warps * c

@@ -9,7 +9,8 @@ Each pass runs once on the emulated H100 (132 SMs) with its memory accesses
 traced per warp-level instruction. Per pass it prints the launches, the
 warp-level memory requests, the L1<->L2 traffic (32-byte sectors), the
 unique bytes (DRAM traffic if L2 caught all reuse), the shared-memory
-traffic (128-byte wavefronts), the useful FLOPs, the minimum DRAM bytes and
+traffic (128-byte wavefronts, and a wavefront's worth for each warp
+shuffle), the useful FLOPs, the minimum DRAM bytes and
 two times: the roofline (minimum bytes at HBM bandwidth) and the modeled
 time, the sum over launches of the slowest of DRAM, L2 and shared memory at
 the bandwidths below, plus a launch overhead each.
@@ -135,8 +136,12 @@ def model(launches, scale, device=H100_SXM):
                    launch['global_store']['sectors']) * scale
         dram = (launch['unique_load_bytes'] +
                 launch['unique_store_bytes']) * scale
+        # A warp shuffle (or vote) takes the shared-memory pipe for as long
+        # as a wavefront: 32 lanes per clock per SM for both (CUDA C++
+        # Programming Guide, arithmetic instruction throughput, cc 9.0).
         shared = 128 * (launch['shared_load']['wavefronts'] +
-                        launch['shared_store']['wavefronts']) * scale
+                        launch['shared_store']['wavefronts'] +
+                        launch['warp_collectives']) * scale
         total['requests'] += requests * scale
         total['l2_bytes'] += l2
         total['dram_bytes'] += dram

@@ -175,6 +175,7 @@ struct Counts {
   uint64_t requests[4] = {}, sectors[4] = {}, bytes[4] = {};
   uint64_t unique_load_sectors = 0, unique_store_sectors = 0;
   uint64_t threads = 0, divergent_groups = 0;
+  uint64_t warp_collectives = 0;  // shuffles, votes, __syncwarp: per warp
 };
 
 // One bit per sector of the arena: which sectors a launch touched.
@@ -522,6 +523,7 @@ bool release(Run& r) {
     }
     if (!complete) continue;
     Warp& warp = r.warps[w];
+    if (r.counts != nullptr) r.counts->warp_collectives += 1;
     std::memcpy(warp.result, warp.pending, sizeof(warp.result));
     warp.active = active;
     for (int l = 0; l < n; ++l) {
@@ -799,7 +801,8 @@ std::string pop_log() {
     out << ", \"unique_load_bytes\": " << (c.unique_load_sectors << kSectorShift)
         << ", \"unique_store_bytes\": "
         << (c.unique_store_sectors << kSectorShift)
-        << ", \"divergent_groups\": " << c.divergent_groups << "}\n";
+        << ", \"divergent_groups\": " << c.divergent_groups
+        << ", \"warp_collectives\": " << c.warp_collectives << "}\n";
   }
   d.log.clear();
   return out.str();

@@ -23,9 +23,10 @@
 //                    staged in shared memory a chunk of channels at a time.
 //                    Half the threads compute grad_masks: one input pixel
 //                    each, its k²·s² mask gradients summed over the channels
-//                    in registers. The other half compute grad_features: one
-//                    input pixel each, the k²·s² mask values of the output
-//                    pixels that read it in registers.
+//                    in registers. The other half compute grad_features: two
+//                    threads for two neighbouring input pixels, one per
+//                    output row parity, the masks of the output pixels that
+//                    read them in registers.
 //   grad_masks, other (k, s)
 //                    thread = (n, g, block of kTaps taps, oy, ox): sums
 //                    grad_output · features over the group's channels.
@@ -146,6 +147,63 @@ bool pair_aligned(const T* p) {
   return reinterpret_cast<uintptr_t>(p) % sizeof(Pair<T>) == 0;
 }
 
+// The place of a tiled kernel's block b: tile (ty, tx) of the input, slice
+// of the group's channels, group g, image n (tile x fastest).
+struct TileBlock {
+  int64_t tx, ty, slice, g, n;
+};
+
+__device__ inline TileBlock decode_tile_block(int64_t b, int64_t tiles_w,
+                                              int64_t tiles_h, int64_t slices,
+                                              int64_t G) {
+  TileBlock tb;
+  tb.tx = b % tiles_w;
+  b /= tiles_w;
+  tb.ty = b % tiles_h;
+  b /= tiles_h;
+  tb.slice = b % slices;
+  b /= slices;
+  tb.g = b % G;
+  tb.n = b / G;
+  return tb;
+}
+
+// Channels c, ..., c + V - 1 of pixel (y, x) of planes of H×W values
+// `plane` apart, staged as one shared-memory word; zeros from channel
+// c + count on and outside the planes (the zero padding: w · 0, so that a
+// non-finite value gives NaN as in the CPU kernel and the reference).
+template <int V, typename scalar_t>
+__device__ inline Lanes<scalar_t, V> halo_lanes(const scalar_t* p,
+                                                int64_t plane, int count,
+                                                int c, int64_t y, int64_t x,
+                                                int64_t H, int64_t W) {
+  const bool valid = y >= 0 && y < H && x >= 0 && x < W;
+  Lanes<scalar_t, V> e;
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    e.v[j] = valid && j < count ? p[(c + j) * plane + y * W + x] : scalar_t(0);
+  }
+  return e;
+}
+
+// Where the backward stages grad_output in shared memory: word
+// at(ci, py, by, px, bx) holds output pixel (s·by + py, s·bx + px) of the
+// tile and its halo (s = 2), channel word ci. The strides put each warp's
+// reads in distinct banks: the grad_masks half reads 16 pixels of each of
+// two input rows, rows kByStride ≡ 16 (mod 32) banks apart; the
+// grad_features half reads 8 even bx of two rows (the even banks) for each
+// of two py an odd number of banks apart (the odd ones).
+template <int kHaloH, int kHaloW>
+struct BackwardGradLayout {
+  static constexpr int kPxStride = (kHaloW + 7) / 16 * 16 + 8;  // 8 mod 16
+  static constexpr int kByStride = 2 * kPxStride;               // 16 mod 32
+  static constexpr int kPyStride = kHaloH * kByStride + 1;      // odd
+  static constexpr int kWords = 2 * kPyStride;                  // per ci
+  __device__ static int at(int ci, int py, int by, int px, int bx) {
+    return ci * kWords + py * kPyStride + by * kByStride + px * kPxStride + bx;
+  }
+};
+
 // Forward for the common (k, s): a block owns a tile of kTileH×kTileW input
 // pixels of one image and group and a slice of the group's channels; a
 // thread owns one input pixel and its s² output pixels, whose k²·s² mask
@@ -171,16 +229,9 @@ __global__ void __launch_bounds__(kTileH * kTileW)
   const int64_t plane = H * W, out_plane = Ho * Wo;
   const int lx = threadIdx.x % kTileW, ly = threadIdx.x / kTileW;
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
-    int64_t rest = b;
-    const int64_t tx = rest % tiles_w;
-    rest /= tiles_w;
-    const int64_t ty = rest % tiles_h;
-    rest /= tiles_h;
-    const int64_t slice = rest % slices;
-    rest /= slices;
-    const int64_t g = rest % G;
-    const int64_t n = rest / G;
-    const int64_t iy = ty * kTileH + ly, ix = tx * kTileW + lx;
+    const TileBlock tb = decode_tile_block(b, tiles_w, tiles_h, slices, G);
+    const int64_t n = tb.n, g = tb.g;
+    const int64_t iy = tb.ty * kTileH + ly, ix = tb.tx * kTileW + lx;
     const bool inside = iy < H && ix < W;
 
     acc_t m[S2][K2];
@@ -209,23 +260,21 @@ __global__ void __launch_bounds__(kTileH * kTileW)
         }
       }
     }
-    const int64_t c_begin = slice * slice_channels;
+    const int64_t c_begin = tb.slice * slice_channels;
     const int64_t c_end =
         Cg < c_begin + slice_channels ? Cg : c_begin + slice_channels;
     const scalar_t* f = features + (n * C + g * Cg) * plane;
     scalar_t* o = output + (n * C + g * Cg) * out_plane + S * iy * Wo + S * ix;
-    const int64_t y0 = ty * kTileH - R, x0 = tx * kTileW - R;
+    const int64_t y0 = tb.ty * kTileH - R, x0 = tb.tx * kTileW - R;
     for (int64_t c0 = c_begin; c0 < c_end; c0 += kChunk) {
       const int chunk = static_cast<int>(c_end - c0 < kChunk ? c_end - c0 : kChunk);
       __syncthreads();  // the previous chunk's reads are done
       for (int i = threadIdx.x; i < chunk * kHaloH * kHaloW; i += blockDim.x) {
         const int hx = i % kHaloW, hy = i / kHaloW % kHaloH;
         const int ci = i / (kHaloW * kHaloH);
-        const int64_t y = y0 + hy, x = x0 + hx;
-        // The zero padding: w · 0, so that a non-finite mask gives NaN.
-        tile[ci][hy][hx] = y >= 0 && y < H && x >= 0 && x < W
-                               ? static_cast<acc_t>(f[(c0 + ci) * plane + y * W + x])
-                               : acc_t(0);
+        tile[ci][hy][hx] = static_cast<acc_t>(
+            halo_lanes<1>(f + c0 * plane, plane, 1, ci, y0 + hy, x0 + hx, H, W)
+                .v[0]);
       }
       __syncthreads();
       if (!inside) continue;
@@ -268,16 +317,19 @@ __global__ void __launch_bounds__(kTileH * kTileW)
 //                       pixels, and accumulates their k²·s² mask gradients
 //                       in registers over the channels (grad_output at its
 //                       own pixels · the features around B);
-//   grad_features half: a thread owns one input pixel Q. The output pixels
-//                       that read Q are the s² pixels of each input pixel
-//                       B = Q + (r - ky, r - kx), through tap (ky, kx); their
-//                       k²·s² mask values are read by no other thread and
-//                       stay in registers.
+//   grad_features half: two threads own two neighbouring input pixels Q0,
+//                       Q1 of a row, one thread each output row parity py.
+//                       The output pixels that read Q are the s² pixels of
+//                       each B = Q + (r - ky, r - kx), through tap (ky, kx);
+//                       a thread keeps the k²·s masks of its py for both
+//                       pixels in registers (read by no other thread), reads
+//                       the union of the two pixels' grad_output windows
+//                       (k·(k + 1)·s values instead of 2·k²·s) and sums both
+//                       pixels; a shuffle with the other py's thread
+//                       completes the pixel it writes.
 // For each chunk of channels the block stages the features around the tile
 // and grad_output around its output pixels in shared memory, as the input
-// type (exact), two channels to a 32-bit word for half types; grad_output's
-// even and odd columns are kept apart, 16 banks apart, so that a warp's
-// reads fall in distinct banks.
+// type (exact), two channels to a 32-bit word for half types.
 template <typename scalar_t, int K>
 __global__ void __launch_bounds__(2 * kBackTileH * kBackTileW)
     carafe_backward_tiled_kernel(const scalar_t* __restrict__ grad_output,
@@ -292,65 +344,69 @@ __global__ void __launch_bounds__(2 * kBackTileH * kBackTileW)
   constexpr int S = 2, R = K / 2, K2 = K * K, S2 = S * S;
   constexpr int kHaloH = kBackTileH + K - 1, kHaloW = kBackTileW + K - 1;
   constexpr int kPixels = kBackTileH * kBackTileW;
+  // The grad_features half's lanes: 8 pairs of a row × 2 py × 2 rows.
+  static_assert(kBackTileW == 16 && kBackTileH % 2 == 0, "lane layout");
   constexpr int V = sizeof(scalar_t) == 2 ? 2 : 1;  // channels per word
   using lanes_t = Lanes<scalar_t, V>;
   constexpr int kChunkB = sizeof(lanes_t) == 8 ? 2 : 4;  // words per pixel
-  // Row pitches in words: a warp's two rows 16 banks apart.
-  constexpr int kPitch = (kHaloW + 3) / 8 * 8 + 4;           // 4 mod 8
+  using GradLayout = BackwardGradLayout<kHaloH, kHaloW>;
   constexpr int kFeaturePitch = (kHaloW + 15) / 32 * 32 + 16;  // 16 mod 32
   constexpr int kGradValues = S * kHaloH * S * kHaloW;
   constexpr int kFeatureValues = kHaloH * kHaloW;
-  __shared__ lanes_t grad_tile[kChunkB][S * kHaloH][S][kPitch];
+  __shared__ lanes_t grad_tile[kChunkB * GradLayout::kWords];
   __shared__ lanes_t feature_tile[kChunkB][kHaloH][kFeaturePitch];
   const int64_t Ho = S * H, Wo = S * W, Cg = C / G;
   const int64_t plane = H * W, out_plane = Ho * Wo;
   const bool masks_half = threadIdx.x < kPixels;
-  const int pixel = threadIdx.x % kPixels;
-  const int lx = pixel % kBackTileW, ly = pixel / kBackTileW;
+  const int pixel = threadIdx.x % kPixels, lane = pixel % 32;
+  // grad_features half: py of this thread, its pixels (ly, lx + q).
+  const int py = lane / 8 % 2;
+  const int lx = masks_half ? pixel % kBackTileW : 2 * (lane % 8);
+  const int ly = masks_half ? pixel / kBackTileW : 2 * (pixel / 32) + lane / 16;
   for (int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
-    int64_t rest = b;
-    const int64_t tx = rest % tiles_w;
-    rest /= tiles_w;
-    const int64_t ty = rest % tiles_h;
-    rest /= tiles_h;
-    const int64_t g = rest % G;
-    const int64_t n = rest / G;
-    const int64_t iy = ty * kBackTileH + ly, ix = tx * kBackTileW + lx;
+    const TileBlock tb = decode_tile_block(b, tiles_w, tiles_h, 1, G);
+    const int64_t iy = tb.ty * kBackTileH + ly, ix = tb.tx * kBackTileW + lx;
     const bool inside = iy < H && ix < W;
+    // The warp's first row: the whole warp is below the input when it is.
+    const bool warp_inside = tb.ty * kBackTileH + (ly & ~1) < H;
 
     // grad_masks half: acc[p][t], the mask gradient of tap t at output pixel
-    // p of this thread's pixel. grad_features half: acc[p][t], the mask of
-    // tap t at output pixel p of B; 0 where B is outside the input.
+    // p of this thread's pixel. grad_features half: acc[2 q + px][t], the
+    // mask of tap t at output pixel (py, px) of B for pixel q; 0 where B is
+    // outside the input.
     acc_t acc[S2][K2];
 #pragma unroll
     for (int t = 0; t < K2; ++t) {
 #pragma unroll
       for (int p = 0; p < S2; ++p) acc[p][t] = acc_t(0);
     }
-    if (!masks_half && inside) {
-      const scalar_t* mg = masks + (n * G + g) * K2 * out_plane;
+    if (!masks_half && iy < H) {
+      const scalar_t* mg = masks + (tb.n * G + tb.g) * K2 * out_plane;
 #pragma unroll
       for (int t = 0; t < K2; ++t) {
-        const int64_t by = iy + R - t / K, bx = ix + R - t % K;
-        if (by < 0 || by >= H || bx < 0 || bx >= W) continue;
 #pragma unroll
-        for (int py = 0; py < S; ++py) {
+        for (int q = 0; q < 2; ++q) {
+          const int64_t by = iy + R - t / K, bx = ix + q + R - t % K;
+          if (ix + q >= W || by < 0 || by >= H || bx < 0 || bx >= W) continue;
           const scalar_t* mp = mg + t * out_plane + (S * by + py) * Wo + S * bx;
           if (paired) {
             const Pair<scalar_t> v = *reinterpret_cast<const Pair<scalar_t>*>(mp);
-            acc[S * py][t] = static_cast<acc_t>(v.x);
-            acc[S * py + 1][t] = static_cast<acc_t>(v.y);
+            acc[2 * q][t] = static_cast<acc_t>(v.x);
+            acc[2 * q + 1][t] = static_cast<acc_t>(v.y);
           } else {
-            acc[S * py][t] = static_cast<acc_t>(mp[0]);
-            acc[S * py + 1][t] = static_cast<acc_t>(mp[1]);
+            acc[2 * q][t] = static_cast<acc_t>(mp[0]);
+            acc[2 * q + 1][t] = static_cast<acc_t>(mp[1]);
           }
         }
       }
     }
-    const scalar_t* go = grad_output + (n * C + g * Cg) * out_plane;
-    const scalar_t* f = features + (n * C + g * Cg) * plane;
-    scalar_t* gf = grad_features + (n * C + g * Cg) * plane + iy * W + ix;
-    const int64_t y0 = ty * kBackTileH - R, x0 = tx * kBackTileW - R;
+    const int64_t group = tb.n * C + tb.g * Cg;
+    const scalar_t* go = grad_output + group * out_plane;
+    const scalar_t* f = features + group * plane;
+    // grad_features half: the thread writes pixel q = py.
+    scalar_t* gf = grad_features + group * plane + iy * W + ix + py;
+    const bool writes = iy < H && ix + py < W;
+    const int64_t y0 = tb.ty * kBackTileH - R, x0 = tb.tx * kBackTileW - R;
     const int64_t oy0 = S * y0, ox0 = S * x0;
     for (int64_t c0 = 0; c0 < Cg; c0 += kChunkB * V) {
       const int channels =
@@ -360,42 +416,25 @@ __global__ void __launch_bounds__(2 * kBackTileH * kBackTileW)
       for (int i = threadIdx.x; i < chunk * kGradValues; i += blockDim.x) {
         const int col = i % (S * kHaloW), row = i / (S * kHaloW) % (S * kHaloH);
         const int ci = i / kGradValues;
-        const int64_t oy = oy0 + row, ox = ox0 + col;
-        const bool valid = oy >= 0 && oy < Ho && ox >= 0 && ox < Wo;
-        lanes_t e;
-#pragma unroll
-        for (int j = 0; j < V; ++j) {
-          const int c = ci * V + j;
-          e.v[j] = valid && c < channels
-                       ? go[(c0 + c) * out_plane + oy * Wo + ox]
-                       : scalar_t(0);
-        }
-        grad_tile[ci][row][col % S][col / S] = e;
+        grad_tile[GradLayout::at(ci, row % S, row / S, col % S, col / S)] =
+            halo_lanes<V>(go + c0 * out_plane, out_plane, channels - ci * V,
+                          ci * V, oy0 + row, ox0 + col, Ho, Wo);
       }
       for (int i = threadIdx.x; i < chunk * kFeatureValues; i += blockDim.x) {
         const int hx = i % kHaloW, hy = i / kHaloW % kHaloH;
         const int ci = i / kFeatureValues;
-        const int64_t y = y0 + hy, x = x0 + hx;
-        // The zero padding: w · 0, so that a non-finite value gives NaN as
-        // in the CPU kernel and the reference.
-        const bool valid = y >= 0 && y < H && x >= 0 && x < W;
-        lanes_t e;
-#pragma unroll
-        for (int j = 0; j < V; ++j) {
-          const int c = ci * V + j;
-          e.v[j] = valid && c < channels ? f[(c0 + c) * plane + y * W + x]
-                                         : scalar_t(0);
-        }
-        feature_tile[ci][hy][hx] = e;
+        feature_tile[ci][hy][hx] = halo_lanes<V>(
+            f + c0 * plane, plane, channels - ci * V, ci * V, y0 + hy, x0 + hx,
+            H, W);
       }
       __syncthreads();
-      if (!inside) continue;
       if (masks_half) {
+        if (!inside) continue;
         for (int ci = 0; ci < chunk; ++ci) {
           acc_t gv[S2][V];
 #pragma unroll
           for (int p = 0; p < S2; ++p) {
-            const lanes_t e = grad_tile[ci][S * (ly + R) + p / S][p % S][lx + R];
+            const lanes_t e = grad_tile[GradLayout::at(ci, p / S, ly + R, p % S, lx + R)];
 #pragma unroll
             for (int j = 0; j < V; ++j) gv[p][j] = static_cast<acc_t>(e.v[j]);
           }
@@ -410,45 +449,58 @@ __global__ void __launch_bounds__(2 * kBackTileH * kBackTileW)
             }
           }
         }
-      } else {
-        for (int ci = 0; ci < chunk; ++ci) {
-          acc_t sum[V];
+        continue;
+      }
+      if (!warp_inside) continue;
+      for (int ci = 0; ci < chunk; ++ci) {
+        // sum[q][j]: this py's share of pixel q's gradient, channel j.
+        acc_t sum[2][V];
 #pragma unroll
-          for (int j = 0; j < V; ++j) sum[j] = acc_t(0);
+        for (int j = 0; j < V; ++j) sum[0][j] = sum[1][j] = acc_t(0);
+        // B = (ly + dy, lx + dx) in tile coordinates: tap (2r - dy, 2r - dx)
+        // of pixel 0 and (2r - dy, 2r + 1 - dx) of pixel 1.
 #pragma unroll
-          for (int t = 0; t < K2; ++t) {
-            // B in tile coordinates.
-            const int bly = ly + 2 * R - t / K, blx = lx + 2 * R - t % K;
+        for (int dy = 0; dy < K; ++dy) {
 #pragma unroll
-            for (int p = 0; p < S2; ++p) {
-              const lanes_t e = grad_tile[ci][S * bly + p / S][p % S][blx];
+          for (int dx = 0; dx < K + 1; ++dx) {
+#pragma unroll
+            for (int px = 0; px < S; ++px) {
+              const lanes_t e = grad_tile[GradLayout::at(ci, py, ly + dy, px, lx + dx)];
 #pragma unroll
               for (int j = 0; j < V; ++j) {
-                sum[j] += static_cast<acc_t>(e.v[j]) * acc[p][t];
+                const acc_t v = static_cast<acc_t>(e.v[j]);
+                if (dx < K) sum[0][j] += v * acc[px][(2 * R - dy) * K + 2 * R - dx];
+                if (dx > 0) {
+                  sum[1][j] += v * acc[2 + px][(2 * R - dy) * K + 2 * R + 1 - dx];
+                }
               }
             }
           }
+        }
 #pragma unroll
-          for (int j = 0; j < V; ++j) {
-            const int c = ci * V + j;
-            if (c < channels) {
-              gf[(c0 + c) * plane] = static_cast<scalar_t>(sum[j]);
-            }
+        for (int j = 0; j < V; ++j) {
+          // Keep pixel q = py, hand the other to the other py's thread.
+          const acc_t mine = py ? sum[1][j] : sum[0][j];
+          const acc_t theirs = py ? sum[0][j] : sum[1][j];
+          const acc_t total = mine + __shfl_xor_sync(0xffffffffu, theirs, 8);
+          const int c = ci * V + j;
+          if (writes && c < channels) {
+            gf[(c0 + c) * plane] = static_cast<scalar_t>(total);
           }
         }
       }
     }
     if (!masks_half || !inside) continue;
-    scalar_t* gm =
-        grad_masks + (n * G + g) * K2 * out_plane + S * iy * Wo + S * ix;
+    scalar_t* gm = grad_masks + (tb.n * G + tb.g) * K2 * out_plane +
+                   S * iy * Wo + S * ix;
 #pragma unroll
     for (int t = 0; t < K2; ++t) {
       // grad_masks is a fresh allocation: pairs are aligned.
 #pragma unroll
-      for (int py = 0; py < S; ++py) {
-        *reinterpret_cast<Pair<scalar_t>*>(gm + t * out_plane + py * Wo) = {
-            static_cast<scalar_t>(acc[S * py][t]),
-            static_cast<scalar_t>(acc[S * py + 1][t])};
+      for (int p = 0; p < S; ++p) {
+        *reinterpret_cast<Pair<scalar_t>*>(gm + t * out_plane + p * Wo) = {
+            static_cast<scalar_t>(acc[S * p][t]),
+            static_cast<scalar_t>(acc[S * p + 1][t])};
       }
     }
   }
